@@ -1,0 +1,74 @@
+"""Table configuration: which tables are exported and how.
+
+Read from ``dataset_assets/tables.yaml`` (or the file named by
+``DATASET_ASSETS_TABLES``). Documentation for each table lives in
+``dataset_docs/<table>.yaml`` (directory overridable by ``DATASET_ASSETS_DOCS``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    name: str
+    primary_key: str = "identifier"
+    tombstone_table: str | None = None
+    exclude_removed: bool = True
+    exclude_tombstoned: bool = True
+    columns: tuple[str, ...] | None = None
+    profile_columns: tuple[str, ...] = field(default_factory=tuple)
+
+
+def tables_file() -> Path:
+    return Path(os.environ.get("DATASET_ASSETS_TABLES", PACKAGE_DIR / "tables.yaml"))
+
+
+def docs_dir() -> Path:
+    return Path(os.environ.get("DATASET_ASSETS_DOCS", PROJECT_DIR / "dataset_docs"))
+
+
+def local_dir() -> Path:
+    """Project-local folder for the embedded database, the default store and DAGSTER_HOME."""
+    return Path(os.environ.get("DATASET_ASSETS_HOME", PROJECT_DIR / ".local"))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> dict[str, TableConfig]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"The table configuration {path} does not exist; create it or set DATASET_ASSETS_TABLES.") from None
+    out: dict[str, TableConfig] = {}
+    for name, spec in (raw.get("tables") or {}).items():
+        spec = dict(spec or {})
+        if "columns" in spec and spec["columns"] is not None:
+            spec["columns"] = tuple(spec["columns"])
+        spec["profile_columns"] = tuple(spec.get("profile_columns") or ())
+        out[name] = TableConfig(name=name, **spec)
+    return out
+
+
+def load_tables() -> dict[str, TableConfig]:
+    return _load(str(tables_file()))
+
+
+def table_config(name: str) -> TableConfig:
+    tables = load_tables()
+    if name not in tables:
+        raise UserError(
+            f"Unknown table {name!r}: the configured tables are {', '.join(sorted(tables))}; "
+            f"add it to {tables_file()} to export it."
+        )
+    return tables[name]

@@ -1,0 +1,322 @@
+"""Export tables at one consistent point in time into verified parquet snapshots.
+
+The data path, top to bottom::
+
+    SharedSnapshot (pg_export_snapshot)          one point in time for everything
+      -> plan_table: schema, filters, ctid ranges
+      -> N workers, each its own connection on the shared snapshot:
+           reader thread: ADBC binary COPY stream -> batches -> conform(schema)
+           writer:        ShardWriter -> size-bounded parquet shards (staging)
+      -> checks: rows written == rows streamed == count(*) in the same snapshot
+      -> Manifest (files, sha256, schema, source, timings, root hash)
+      -> Store.publish_dir: shards, _manifest.json, then _SUCCESS last
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..config import TableConfig, table_config
+from ..errors import SnapshotExists, SourceError, UserError
+from ..stores import MANIFEST, Store
+from . import source as src
+from .manifest import FileEntry, Manifest, encode_schema
+from .pgsnapshot import SharedSnapshot
+from .plan import TablePlan, plan_table
+from .progress import Progress
+from .schema import conform
+from .writer import ParquetOptions, ShardWriter
+
+
+def snapshot_prefix(snapshot: str, table: str) -> str:
+    return f"snapshots/{snapshot}/{table}"
+
+
+def parse_snapshot_date(value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat() if len(value) == 10 else _bad_date(value)
+    except ValueError:
+        return _bad_date(value)
+
+
+def _bad_date(value: str) -> str:
+    raise UserError(f"Snapshot date {value!r} is not a date in the form YYYY-MM-DD (for example {dt.date.today().isoformat()}).")
+
+
+@dataclass
+class ExportOptions:
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    parquet: ParquetOptions = field(default_factory=ParquetOptions)
+    force: bool = False              # replace an existing complete snapshot
+    skip_existing: bool = False      # leave an existing complete snapshot alone and report it
+    check_count: bool = True         # count(*) in the same snapshot and compare
+    queue_depth: int = 2             # batches read ahead per worker
+
+
+@dataclass
+class TableResult:
+    table: str
+    snapshot: str
+    prefix: str
+    store_url: str
+    manifest: Manifest
+    skipped: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.manifest.row_count
+
+
+def export_snapshot(
+    source_uri: str,
+    tables: list[str],
+    snapshot: str,
+    store: Store,
+    options: ExportOptions | None = None,
+    progress: Progress | None = None,
+    log=lambda msg: None,
+) -> list[TableResult]:
+    """Export ``tables`` as they are at one point in time into ``snapshots/<snapshot>/``."""
+    options = options or ExportOptions()
+    progress = progress or Progress()
+    snapshot = parse_snapshot_date(snapshot)
+    if options.workers < 1:
+        raise UserError(f"--workers must be at least 1, not {options.workers}.")
+    configs = [table_config(t) for t in dict.fromkeys(tables)]
+    results: list[TableResult] = []
+    todo: list[TableConfig] = []
+    for cfg in configs:
+        prefix = snapshot_prefix(snapshot, cfg.name)
+        if store.is_complete(prefix) and not options.force:
+            if options.skip_existing:
+                manifest = Manifest.from_json(store.read_bytes(f"{prefix}/{MANIFEST}"))
+                results.append(TableResult(cfg.name, snapshot, prefix, store.url, manifest, skipped=True))
+                log(f"{cfg.name}: snapshot {snapshot} already complete in {store.url}; left as it is")
+                continue
+            raise SnapshotExists(
+                f"Snapshot {snapshot} of {cfg.name} is already complete in {store.url}; "
+                f"snapshots are immutable, so pass --force to replace it or choose another date."
+            )
+        todo.append(cfg)
+    if not todo:
+        return results
+    with SharedSnapshot(source_uri) as shared:
+        log(f"source snapshot {shared.snapshot_id} (txid snapshot {shared.txid_snapshot}) from {src.redact(source_uri)}")
+        plans = [plan_table(shared.cur, cfg, options.workers) for cfg in todo]  # all fail fast before any data moves
+        for plan in plans:
+            results.append(_export_table(shared, plan, snapshot, store, options, progress, log))
+    return results
+
+
+def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store: Store,
+                  options: ExportOptions, progress: Progress, log) -> TableResult:
+    table = plan.info.name
+    prefix = snapshot_prefix(snapshot, table)
+    t0 = time.perf_counter()
+    staging = store.staging_dir(prefix)
+    try:
+        counter = _Counter()
+        count_box: dict = {}
+        count_thread = None
+        if options.check_count:
+            count_thread = threading.Thread(target=_count_rows, args=(shared, plan, count_box), daemon=True)
+            count_thread.start()
+        progress.start(f"{table} {snapshot}", plan.estimated_rows)
+        try:
+            files = _run_workers(shared, plan, staging, options, progress, counter)
+        finally:
+            progress.finish()
+        t_copy = time.perf_counter() - t0
+        if count_thread is not None:
+            count_thread.join()
+            if "error" in count_box:
+                raise count_box["error"]
+        files.sort(key=lambda f: f.path)
+        written = sum(f.rows for f in files)
+        if written != counter.rows:
+            raise UserError(f"{table}: {counter.rows} rows were read but {written} written; the snapshot was not published, rerun the export.")
+        for f in files:  # the parquet footers agree with what we counted
+            md = pq.read_metadata(staging / f.path)
+            if md.num_rows != f.rows:
+                raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; the snapshot was not published, rerun the export.")
+        if "rows" in count_box and count_box["rows"] != written:
+            raise UserError(
+                f"{table}: the source holds {count_box['rows']} rows at the snapshot but {written} were exported; "
+                f"the snapshot was not published, rerun the export."
+            )
+        manifest = Manifest(
+            table=table,
+            snapshot=snapshot,
+            row_count=written,
+            files=files,
+            schema=plan.schema.describe(),
+            arrow_schema=encode_schema(plan.schema.arrow),
+            source=src.identity(shared.uri).as_dict(),
+            source_snapshot=shared.describe(),
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            timings={"copy_seconds": round(t_copy, 3), "workers": options.workers, "ranges": len(plan.ranges),
+                     "rows_per_second": round(written / t_copy) if t_copy else None,
+                     "source_rows_counted": count_box.get("rows")},
+            parquet=options.parquet.as_dict(),
+            filters=plan.filter_description,
+        )
+        (staging / MANIFEST).write_text(manifest.to_json())
+        store.publish_dir(staging, prefix, replace=options.force)
+        manifest.timings["total_seconds"] = round(time.perf_counter() - t0, 3)
+        log(f"{table}: {written:,} rows in {len(files)} files ({manifest.total_bytes / 1e6:.1f} MB) "
+            f"published at {store.url}/{prefix} in {manifest.timings['total_seconds']}s")
+        return TableResult(table, snapshot, prefix, store.url, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+class _Counter:
+    def __init__(self):
+        self.rows = 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.rows += n
+
+
+def _count_rows(shared: SharedSnapshot, plan: TablePlan, box: dict) -> None:
+    try:
+        conn, cur = shared.join()
+        try:
+            cur.execute(plan.count_sql())
+            box["rows"] = int(cur.fetchone()[0])
+        finally:
+            conn.close()
+    except Exception as exc:  # noqa: BLE001 - handed to the main thread
+        box["error"] = _source_failure(shared.uri, exc)
+
+
+def _run_workers(shared: SharedSnapshot, plan: TablePlan, staging, options: ExportOptions,
+                 progress: Progress, counter: _Counter) -> list[FileEntry]:
+    units: queue.Queue = queue.Queue()
+    for i, rng in enumerate(plan.ranges):
+        units.put((i, rng))
+    files: list[FileEntry] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    n = min(options.workers, len(plan.ranges))
+
+    def worker() -> None:
+        try:
+            conn, cur = shared.join()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+            return
+        try:
+            while not stop.is_set():
+                try:
+                    unit, (lo, hi) = units.get_nowait()
+                except queue.Empty:
+                    return
+                files.extend(_copy_unit(cur, plan, plan.range_sql(lo, hi), unit, staging, options, progress, counter, stop))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+        finally:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    threads = [threading.Thread(target=worker, name=f"export-{plan.info.name}-{i}", daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        exc = errors[0]
+        if isinstance(exc, UserError):
+            raise exc
+        raise _source_failure(shared.uri, exc) from exc
+    return files
+
+
+_END = object()
+
+
+def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, staging, options: ExportOptions,
+               progress: Progress, counter: _Counter, stop: threading.Event) -> list[FileEntry]:
+    """Stream one range: a reader thread decodes batches while this thread writes parquet."""
+    cur.execute(sql)
+    reader = cur.fetch_record_batch()
+    q: queue.Queue = queue.Queue(maxsize=options.queue_depth)
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for batch in reader:
+                if stop.is_set():
+                    return
+                out = conform(batch, plan.schema)
+                while not stop.is_set():
+                    try:
+                        q.put(out, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # noqa: BLE001
+            failure.append(exc)
+        finally:
+            while True:
+                try:
+                    q.put(_END, timeout=0.2)
+                    return
+                except queue.Full:
+                    if stop.is_set():
+                        try:
+                            q.get_nowait()
+                        except queue.Empty:
+                            pass
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    writer = ShardWriter(staging, unit, plan.schema, options.parquet)
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                break
+            writer.write(item)
+            counter.add(item.num_rows)
+            progress.advance(item.num_rows, item.nbytes)
+        t.join()
+        if failure:
+            raise failure[0]
+        return writer.close()
+    except BaseException:
+        stop.set()
+        writer.abort()
+        t.join(timeout=5)
+        raise
+    finally:
+        try:
+            reader.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _source_failure(uri: str, exc: BaseException) -> UserError:
+    if isinstance(exc, UserError):
+        return exc
+    msg = str(exc)
+    if "terminating connection" in msg or "server closed the connection" in msg or "Expected PGCOPY signature" in msg or "connection" in msg.lower():
+        ident = src.identity(uri)
+        return SourceError(f"The connection to the database at {ident.host} broke during the export ({msg.splitlines()[0][:200]}); nothing was published, rerun the export.")
+    return UserError(f"The export failed: {src.redact(msg.splitlines()[0] if msg else type(exc).__name__)}; nothing was published, rerun the export.")

@@ -1,0 +1,62 @@
+"""One consistent point in time shared by every reader of an export.
+
+A coordinating REPEATABLE READ transaction exports its snapshot with
+``pg_export_snapshot()`` and stays open until the export ends; each worker
+connection adopts it with ``SET TRANSACTION SNAPSHOT`` as the first statement of
+its own REPEATABLE READ transaction. Every table exported in one call, and
+every range of each, therefore sees exactly the same committed rows.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import SourceError
+from .source import connect
+
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$", re.IGNORECASE)
+
+
+class SharedSnapshot:
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.conn = connect(uri)
+        self.cur = self.conn.cursor()
+        try:
+            self.cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self.cur.execute("SELECT pg_export_snapshot(), pg_current_snapshot()::text, current_setting('server_version'), now()::text")
+            self.snapshot_id, self.txid_snapshot, self.server_version, self.taken_at = self.cur.fetchone()
+        except Exception as exc:  # noqa: BLE001
+            self.close()
+            raise SourceError(f"Could not take a snapshot of the source database ({str(exc).splitlines()[0]}); check that the user may read it and rerun.") from None
+        if not _SNAPSHOT_ID.match(self.snapshot_id):
+            raise SourceError(f"Unexpected snapshot id {self.snapshot_id!r} from the source database.")
+
+    def describe(self) -> dict:
+        return {"snapshot_id": self.snapshot_id, "txid_snapshot": self.txid_snapshot, "taken_at": self.taken_at,
+                "server_version": self.server_version}
+
+    def join(self):
+        """A new connection whose transaction sees this snapshot; returns (conn, cursor)."""
+        conn = connect(self.uri)
+        cur = conn.cursor()
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot_id}'")
+        return conn, cur
+
+    def close(self) -> None:
+        try:
+            self.cur.execute("COMMIT")
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            self.cur.close()
+            self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __enter__(self) -> "SharedSnapshot":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

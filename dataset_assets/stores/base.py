@@ -1,0 +1,115 @@
+"""The store interface: where snapshots live.
+
+Keys are '/'-separated paths relative to the store's root, e.g.
+``snapshots/2026-11-21/image/train-00000-000.parquet``.
+
+A snapshot of one table is built in a *staging* directory on local disk and
+made visible with :meth:`Store.publish_dir`, which guarantees that the
+``_SUCCESS`` marker becomes visible last and only after every other file is in
+place and checked. Anything at a prefix without ``_SUCCESS`` is a leftover of
+an interrupted run and may be cleared by the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+SUCCESS = "_SUCCESS"
+MANIFEST = "_manifest.json"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+
+
+class Store(ABC):
+    """Narrow object-store interface: put, read, list, copy, atomic publish."""
+
+    url: str
+
+    # --- objects -----------------------------------------------------------
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path) -> None: ...
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """A readable binary stream; raises FileNotFoundError if missing."""
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open(key) as fh:
+            return fh.read()
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[StoredObject]:
+        """Every object under ``prefix`` (recursively), sorted by key."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    @abstractmethod
+    def copy(self, src_key: str, dst_key: str) -> None:
+        """Server-side copy (a hard link locally): no download, no re-upload."""
+
+    def sha256(self, key: str) -> str:
+        h = hashlib.sha256()
+        with self.open(key) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def local_path(self, key: str) -> Path | None:
+        """The file behind ``key`` if the store is a local directory, else None."""
+        return None
+
+    # --- staging and publishing ------------------------------------------------
+    @abstractmethod
+    def staging_dir(self, prefix: str) -> Path:
+        """A fresh, empty local directory in which to build the content of ``prefix``.
+
+        Leftovers of earlier interrupted builds of the same prefix are removed.
+        """
+
+    @abstractmethod
+    def publish_dir(
+        self,
+        staging: Path,
+        prefix: str,
+        *,
+        reuse: Mapping[str, str] | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Make ``staging``'s files visible under ``prefix``.
+
+        ``reuse`` maps file names (relative to ``prefix``) to keys of objects
+        already in the store, which are copied server-side instead of uploaded.
+        ``_SUCCESS`` in ``staging`` becomes visible last. With ``replace`` an
+        existing complete prefix is replaced; without it, it is an error.
+        """
+
+    def is_complete(self, prefix: str) -> bool:
+        return self.exists(f"{prefix.rstrip('/')}/{SUCCESS}")
+
+    def iter_prefixes(self, prefix: str) -> Iterator[str]:
+        """Immediate child 'directories' of prefix."""
+        seen: set[str] = set()
+        base = prefix.rstrip("/") + "/"
+        for obj in self.list(base):
+            rest = obj.key[len(base):]
+            if "/" in rest:
+                child = rest.split("/", 1)[0]
+                if child not in seen:
+                    seen.add(child)
+                    yield base + child

@@ -1,0 +1,161 @@
+"""A store in a local directory: the default, and what the demo uses."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import SnapshotExists, StoreError
+from .base import SUCCESS, Store, StoredObject
+
+STAGING = ".staging"
+TRASH = ".trash"
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.url = self.root.as_uri()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the store folder {self.root} ({exc.strerror}); choose a writable --store path.") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StoreError(f"The store folder {self.root} is not writable; fix its permissions or choose another --store path.")
+
+    def _path(self, key: str) -> Path:
+        key = key.strip("/")
+        p = (self.root / key).resolve()
+        if p != self.root and self.root not in p.parents:
+            raise StoreError(f"Key {key!r} points outside the store {self.root}.")
+        return p
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, p)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _store_error(exc, self.root) from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, p)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _store_error(exc, self.root) from None
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        base = self._path(prefix) if prefix.strip("/") else self.root
+        if base.is_file():
+            return [StoredObject(prefix.strip("/"), base.stat().st_size)]
+        if not base.is_dir():
+            return []
+        out = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if d not in (STAGING, TRASH)]
+            for f in filenames:
+                full = Path(dirpath) / f
+                out.append(StoredObject(full.relative_to(self.root).as_posix(), full.stat().st_size))
+        return sorted(out, key=lambda o: o.key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        p = self._path(prefix)
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+    def copy(self, src_key: str, dst_key: str) -> None:
+        src, dst = self._path(src_key), self._path(dst_key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(src, dst)
+
+    # --- staging -----------------------------------------------------------
+    def _staging_root(self, prefix: str) -> Path:
+        return self.root / STAGING / prefix.strip("/").replace("/", "__")
+
+    def staging_dir(self, prefix: str) -> Path:
+        root = self._staging_root(prefix)
+        if root.exists():
+            shutil.rmtree(root, ignore_errors=True)  # leftovers of an interrupted run
+        try:
+            root.mkdir(parents=True)
+        except OSError as exc:
+            raise _store_error(exc, self.root) from None
+        return root
+
+    def publish_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
+        final = self._path(prefix)
+        for name, src_key in (reuse or {}).items():
+            _link_or_copy(self._path(src_key), staging / name)
+        # _SUCCESS must be inside the directory when it is renamed into place:
+        # the rename is the atomic step, so the marker can never be seen early.
+        if not (staging / SUCCESS).exists():
+            (staging / SUCCESS).write_bytes(b"")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        old = None
+        if final.exists():
+            if (final / SUCCESS).exists() and not replace:
+                raise SnapshotExists(f"{prefix} is already complete in {self.url}; snapshots are immutable (use --force to replace it).")
+            old = self.root / TRASH / f"{uuid.uuid4().hex}"
+            old.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(final, old)  # incomplete leftovers or a replaced snapshot
+        try:
+            os.rename(staging, final)
+        except OSError as exc:
+            if old is not None:
+                os.rename(old, final)
+            raise _store_error(exc, self.root) from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(final.parent)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _store_error(exc: OSError, root: Path) -> StoreError:
+    if exc.errno == errno.ENOSPC:
+        return StoreError(f"The disk under the store {root} is full; free space or choose another --store, then rerun (nothing was published).")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreError(f"The store {root} is not writable ({exc.strerror}); fix its permissions or choose another --store.")
+    return StoreError(f"Writing to the store {root} failed: {exc.strerror or exc}; check the disk and rerun.")

@@ -1,0 +1,74 @@
+"""Shared fixtures: a real Postgres (embedded, or DATASET_ASSETS_TEST_PG_URI),
+seeded once per session; fresh stores; the S3 and Hub servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest_hub import *  # noqa: F401,F403  (hub_server fixture)
+from conftest_s3 import *  # noqa: F401,F403   (moto_server, s3_store fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_ROWS = {"image": 3000, "audio": 1500}
+
+
+@pytest.fixture(scope="session")
+def pg_server_uri() -> str:
+    """URI of a Postgres server's maintenance database."""
+    uri = os.environ.get("DATASET_ASSETS_TEST_PG_URI")
+    if uri:
+        return uri
+    from dataset_assets.engine.embedded import embedded_uri
+
+    return embedded_uri(ROOT / ".local" / "test-pg")
+
+
+@pytest.fixture(scope="session")
+def fresh_db(pg_server_uri):
+    """Factory: a new, empty database on the test server (dropped at the end)."""
+    from dataset_assets.engine.embedded import drop_database, ensure_database
+
+    made: list[str] = []
+
+    def make(tag: str = "t") -> str:
+        name = f"da_{tag}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        return ensure_database(pg_server_uri, name)
+
+    yield make
+    for name in made:
+        try:
+            drop_database(pg_server_uri, name)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@pytest.fixture(scope="session")
+def seeded_uri(fresh_db) -> str:
+    """A database with the media tables seeded once per session (read-only for tests)."""
+    from dataset_assets.engine.seed import seed
+
+    uri = fresh_db("seeded")
+    seed(uri, tables=["image", "audio"], rows=SEED_ROWS, seed=7)
+    return uri
+
+
+@pytest.fixture
+def mutable_uri(fresh_db) -> str:
+    """A freshly seeded database a test may change."""
+    from dataset_assets.engine.seed import seed
+
+    uri = fresh_db("mut")
+    seed(uri, tables=["image", "audio"], rows={"image": 2000, "audio": 1000}, seed=11)
+    return uri
+
+
+@pytest.fixture
+def store(tmp_path):
+    from dataset_assets.stores import LocalStore
+
+    return LocalStore(tmp_path / "store")
