@@ -8,7 +8,14 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, HfFileSystem, hf_hub_download
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationCopy,
+    CommitOperationDelete,
+    HfApi,
+    HfFileSystem,
+    hf_hub_download,
+)
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from conftest_hub import hub_server  # noqa: F401 - the fixture
@@ -127,12 +134,19 @@ def test_unchanged_lfs_files_are_not_uploaded_again(hub_server, two_commits):  #
     hub_server.reset_counters()
     info = api.create_commit(
         REPO,
-        [CommitOperationAdd("copy/again.parquet", parquet_bytes([10, 11, 12]))],  # same bytes, new path
+        [
+            CommitOperationAdd("copy/again.parquet", parquet_bytes([10, 11, 12])),  # same bytes, new path
+            CommitOperationCopy("image/train-00000.parquet", "copy/copied.parquet"),
+            CommitOperationCopy("README.md", "copy/README.md"),
+        ],
         commit_message="copy",
         repo_type="dataset",
     )
     assert hub_server.counters["lfs_batch"] == 1 and hub_server.counters["lfs_files_uploaded"] == 0
-    assert hub_server.files(REPO)["copy/again.parquet"].lfs
+    files = hub_server.files(REPO)
+    assert files["copy/again.parquet"].lfs and files["copy/again.parquet"] == files["image/train-00002.parquet"]
+    assert files["copy/copied.parquet"] == files["image/train-00000.parquet"]
+    assert files["copy/README.md"] == files["README.md"]
     assert info.oid == hub_server.head(REPO) != second
 
 

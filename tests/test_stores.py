@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest_s3 import moto_server, s3_env, s3_store  # noqa: F401  (fixtures; harmless if conftest.py imports them too)
 from dataset_assets.errors import SnapshotExists, StoreError
 from dataset_assets.stores import SUCCESS, LocalStore, StoredObject, open_store
 

@@ -171,9 +171,23 @@ def _convert(arr: pa.Array, target: pa.DataType, col: Column) -> pa.Array:
     if isinstance(typ, pa.BaseExtensionType):
         arr = arr.storage
         typ = arr.type
+    if col.typname == "numeric" and pa.types.is_string(target):
+        return _numeric_text(arr)
     if typ == target:
         return arr
     return arr.cast(target)
+
+
+_NUMERIC_SPECIALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _numeric_text(arr: pa.Array) -> pa.Array:
+    """The driver spells numeric specials like C does; keep Postgres' own spelling."""
+    for driver, postgres in _NUMERIC_SPECIALS.items():
+        hit = pc.equal(arr, driver)
+        if pc.any(hit).as_py():
+            arr = pc.if_else(hit, postgres, arr)
+    return arr
 
 
 def conform(batch: pa.RecordBatch, schema: TableSchema) -> pa.RecordBatch:

@@ -423,7 +423,14 @@ class S3Store(Store):
             dst_sum = dst.get("ChecksumSHA256")
             if src_meta and dst_meta != src_meta:
                 problem = "its sha256 metadata differs from the source's"
-            elif expected and dst_sum and dst["ContentLength"] < self.copy_multipart_threshold and dst_sum.split("-", 1)[0] != expected:
+            elif (
+                expected
+                and dst_sum
+                and "-" not in dst_sum
+                and dst.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+                and dst["ContentLength"] < self.copy_multipart_threshold
+                and dst_sum != expected
+            ):
                 # CopyObject recomputes a full-object checksum; compare it with the source's sha256.
                 problem = "S3's SHA-256 checksum differs from the source's"
         if problem:
