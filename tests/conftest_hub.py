@@ -18,12 +18,20 @@ import pytest
 
 from hub_server import HubServer, start_hub_server
 
+__all__ = ["hub_server", "point_clients_at"]
+
 
 def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str, home: Path) -> None:
     """Make ``huggingface_hub`` and ``datasets`` use ``endpoint`` with ``token``, caching under ``home``."""
+    # Import first, so that import-time constants come from the real environment and are restored to it.
     import huggingface_hub
     from huggingface_hub import constants
     from huggingface_hub.utils import _http
+
+    try:
+        import datasets.config as dconfig
+    except ImportError:  # datasets is a test extra
+        dconfig = None
 
     hf_home = home / "hf-home"
     hub_cache = hf_home / "hub"
@@ -66,10 +74,8 @@ def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str,
     monkeypatch.setattr(_http, "_HUB_ORIGINS", _http._HUB_ORIGINS | {_http._url_origin(endpoint)})
     huggingface_hub.HfFileSystem.clear_instance_cache()
 
-    # datasets: same story (imported here so that the patch is undone after the test).
-    try:
-        import datasets.config as dconfig
-    except ImportError:
+    # datasets: same story.
+    if dconfig is None:
         return
     for name, value in {
         "HF_ENDPOINT": endpoint,
@@ -100,6 +106,8 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     try:
         point_clients_at(monkeypatch, server.endpoint, token, root)
         yield server
+        if server.crashes:
+            pytest.fail("the local test Hub crashed:\n" + "\n".join(server.crashes), pytrace=False)
     finally:
         server.stop()
         _forget_clients()

@@ -31,14 +31,19 @@ Test hooks: ``server.counters`` (a ``Counter``) counts requests per endpoint nam
 ``"commits_created"`` (commits that landed) and ``"lfs_files_uploaded"`` (LFS objects received).
 ``server.fail_next(method, path_regex, times=1, status=500, when="before")`` makes the next matching requests
 fail; ``when="after"`` applies the request first and then answers the error (a commit that landed although the
-client saw a 500). ``server.head(repo_id)`` and ``server.files(repo_id, rev)`` read the state directly.
+client saw a 500). ``server.head(repo_id)``, ``server.files(repo_id, rev)`` and ``server.read(repo_id, path)``
+read the state directly; ``server.crashes`` holds tracebacks of bugs in this server (answered with 500).
 
 How ``huggingface_hub`` 2.4 reacts to 5xx/429 (read from its source and checked by ``test_hub_server.py``):
 ``create_commit``'s final ``POST .../commit/{branch}`` is sent once, without retry (``_send_commit`` uses a
-plain ``get_session().post``), so a 500 there surfaces immediately as ``HfHubHTTPError``. The preupload,
-LFS batch, LFS upload ``PUT`` and verify calls, the tree pagination and the resolve downloads go through
+plain ``get_session().post``), so a 500 there surfaces immediately as ``HfHubHTTPError`` (and the caller
+cannot tell whether it landed: see ``fail_next(..., when="after")``). The preupload, LFS batch, LFS upload
+``PUT`` and verify calls, the tree and commit-list pagination and ``HfFileSystem`` range reads go through
 ``http_backoff`` (408/429/500/502/503/504 and network errors, up to 5 retries waiting 1, 2, 4, 8, 8 s).
-``create_repo``, ``repo_info``, ``create_tag``, ``update_repo_settings`` and ``get_paths_info`` are not retried.
+``hf_hub_download`` falls back to its cache when the ``HEAD`` fails with 5xx and otherwise repeats it with
+backoff; its ``GET`` is retried only on 408/429 (and resumed after connection errors).
+``create_repo``, ``repo_info``, ``list_repo_refs``, ``create_tag``, ``update_repo_settings`` and
+``get_paths_info`` are not retried.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -204,6 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         except Exception as exc:  # a bug in this server: say so instead of hanging the client
+            self.hub.crashes.append(traceback.format_exc())
             reply = _json({"error": f"local test Hub crashed: {type(exc).__name__}: {exc}"}, 500)
         try:
             self._drain()
@@ -673,6 +680,7 @@ class HubServer:
         self.user = user
         self.page_size = page_size
         self.counters: Counter[str] = Counter()
+        self.crashes: list[str] = []  # tracebacks of bugs in this server (answered with HTTP 500)
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._tickets: dict[str, tuple[str, str, str, int]] = {}

@@ -18,7 +18,6 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from conftest_hub import hub_server  # noqa: F401 - the fixture
 
 REPO = "test-user/images"
 TAG = "snapshot-2026-01-01"
@@ -40,7 +39,7 @@ def parquet_bytes(ids: list[int]) -> bytes:
 
 
 @pytest.fixture
-def two_commits(hub_server):  # noqa: F811
+def two_commits(hub_server):
     """A dataset repo with a tagged first commit (2 shards) and a second commit (1 shard swapped)."""
     api = HfApi()
     url = api.create_repo(REPO, repo_type="dataset", private=True, exist_ok=True)
@@ -69,8 +68,9 @@ def two_commits(hub_server):  # noqa: F811
     return api, first.oid, second.oid
 
 
-def test_repo_lifecycle_and_reads(hub_server, two_commits):  # noqa: F811
+def test_repo_lifecycle_and_reads(hub_server, two_commits):
     api, first, second = two_commits
+    hub_server.page_size = 2  # every listing below is paginated (Link: rel="next")
     assert hub_server.counters["commits_created"] == 2
     assert hub_server.counters["lfs_files_uploaded"] == 3  # README.md is a regular file
 
@@ -120,7 +120,7 @@ def test_repo_lifecycle_and_reads(hub_server, two_commits):  # noqa: F811
     assert api.list_repo_refs(REPO, repo_type="dataset").tags == []
 
 
-def test_load_dataset_per_revision(hub_server, two_commits):  # noqa: F811
+def test_load_dataset_per_revision(hub_server, two_commits):
     import datasets
 
     old = datasets.load_dataset(REPO, "image", revision=TAG, split="train")
@@ -129,7 +129,7 @@ def test_load_dataset_per_revision(hub_server, two_commits):  # noqa: F811
     assert sorted(new["id"]) == [1, 2, 10, 11, 12]
 
 
-def test_unchanged_lfs_files_are_not_uploaded_again(hub_server, two_commits):  # noqa: F811
+def test_unchanged_lfs_files_are_not_uploaded_again(hub_server, two_commits):
     api, _, second = two_commits
     hub_server.reset_counters()
     info = api.create_commit(
@@ -150,7 +150,7 @@ def test_unchanged_lfs_files_are_not_uploaded_again(hub_server, two_commits):  #
     assert info.oid == hub_server.head(REPO) != second
 
 
-def test_stale_parent_commit_is_rejected(hub_server, two_commits):  # noqa: F811
+def test_stale_parent_commit_is_rejected(hub_server, two_commits):
     api, first, second = two_commits
     with pytest.raises(HfHubHTTPError) as err:
         api.create_commit(REPO, [CommitOperationAdd("x.txt", b"x")], commit_message="late",
@@ -159,7 +159,7 @@ def test_stale_parent_commit_is_rejected(hub_server, two_commits):  # noqa: F811
     assert hub_server.head(REPO) == second
 
 
-def test_commit_endpoint_500_is_not_retried_by_the_client(hub_server, two_commits):  # noqa: F811
+def test_commit_endpoint_500_is_not_retried_by_the_client(hub_server, two_commits):
     api, _, second = two_commits
     hub_server.reset_counters()
     hub_server.fail_next("POST", r"/commit/main$")
@@ -169,7 +169,7 @@ def test_commit_endpoint_500_is_not_retried_by_the_client(hub_server, two_commit
     assert hub_server.counters["commit"] == 1 and hub_server.head(REPO) == second
 
 
-def test_preupload_and_upload_500s_are_retried(hub_server, two_commits):  # noqa: F811
+def test_preupload_and_upload_500s_are_retried(hub_server, two_commits):
     api, _, _ = two_commits
     hub_server.reset_counters()
     hub_server.fail_next("POST", r"/preupload/")
@@ -180,7 +180,7 @@ def test_preupload_and_upload_500s_are_retried(hub_server, two_commits):  # noqa
     assert hub_server.counters["lfs_files_uploaded"] == 1 and hub_server.counters["commits_created"] == 1
 
 
-def test_auth(hub_server):  # noqa: F811
+def test_auth(hub_server):
     api = HfApi()
     api.create_repo("test-user/secret", repo_type="dataset", private=True)
     with pytest.raises(RepositoryNotFoundError):

@@ -122,6 +122,28 @@ def _running_info(data_dir: Path):
     return info
 
 
+def _pid_file_state(data_dir: Path) -> str:
+    """'absent', 'live' (its pid is a postgres process), 'stale', or 'unknown' (unreadable)."""
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        first = pid_file.read_text().split("\n", 1)[0].strip()
+    except FileNotFoundError:
+        return "absent"
+    except OSError:
+        return "unknown"
+    if not first.isdigit():
+        return "unknown"
+    import psutil
+
+    try:
+        proc = psutil.Process(int(first))
+        return "live" if "postgres" in (proc.name() or "") else "stale"
+    except psutil.NoSuchProcess:
+        return "stale"
+    except psutil.Error:
+        return "unknown"
+
+
 def _wait_ready(data_dir: Path, timeout: float = _START_TIMEOUT):
     deadline = time.monotonic() + timeout
     while True:
@@ -147,6 +169,8 @@ def _uri_from_info(info, database: str = USER) -> str:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # postgres binds with SO_REUSEADDR too: connections in TIME_WAIT do not block it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
@@ -162,9 +186,12 @@ def _preferred_port(data_dir: Path) -> int:
         port = lo + (h + i * 7919) % (hi - lo)
         if _port_free(port):
             return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            return s.getsockname()[1]
+    except OSError:  # no usable loopback: the start attempt fails and falls back to a socket
+        return lo + h % (hi - lo)
 
 
 def _recorded_port(data_dir: Path) -> int | None:
@@ -239,8 +266,9 @@ def _start(data_dir: Path):
     recorded = _recorded_port(data_dir)
     if recorded and _port_free(recorded):
         attempts.append((True, recorded))
-    attempts.append((True, _preferred_port(data_dir)))
-    attempts.append((False, recorded or 5432))  # socket-only fallback
+    preferred = _preferred_port(data_dir)
+    attempts.append((True, preferred))
+    attempts.append((False, recorded or preferred))  # socket-only fallback
     last_err: Exception | None = None
     for tcp, port in attempts:
         sock_dir = None
@@ -283,9 +311,13 @@ def embedded_uri(data_dir: Path | str | None = None, database: str = USER) -> st
     if info is None or info.status != "ready":
         with _lock(dd):
             info = _running_info(dd)
-            if info is not None and info.status != "ready":
-                info = _wait_ready(dd, timeout=30)
+            if info is None and _pid_file_state(dd) == "live":  # being started by someone else
+                info = _wait_ready(dd, timeout=60)
+            elif info is not None and info.status != "ready":
+                info = _wait_ready(dd, timeout=60)
             if info is None:
+                if _pid_file_state(dd) == "stale":  # left by a crash or a reboot (its pid may be reused)
+                    (dd / "postmaster.pid").unlink(missing_ok=True)
                 _ensure_initialized(dd)
                 info = _start(dd)
                 _log(f"started PostgreSQL (pid {info.pid}) for {dd}: {_uri_from_info(info)}")

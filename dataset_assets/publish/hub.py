@@ -20,6 +20,7 @@ The token never appears in log lines, exception messages or the result.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import tempfile
@@ -51,33 +52,42 @@ class PlannedFile:
 
 @dataclass
 class PublishPlan:
-    """What one commit will do. ``head`` is the commit it is planned against (None: the repo does not exist)."""
+    """What one commit will do. ``head`` is the commit it is planned against (None: the repo does not exist).
+
+    ``write`` (README.md and the manifests) is always sent; ``unchanged`` names those the Hub already holds
+    byte for byte, which are reported as kept (the client drops them from the commit).
+    """
 
     repo_id: str
     snapshot: str
     head: str | None
     add: list[Shard] = field(default_factory=list)
     keep: list[Shard] = field(default_factory=list)
-    write: dict[str, bytes] = field(default_factory=dict)  # README.md and manifests, always written
+    write: dict[str, bytes] = field(default_factory=dict)
+    unchanged: set[str] = field(default_factory=set)
     delete: list[PlannedFile] = field(default_factory=list)
 
     @property
     def added(self) -> list[PlannedFile]:
         return [PlannedFile(s.repo_path, s.size) for s in self.add] + [
-            PlannedFile(p, len(b)) for p, b in self.write.items()]
+            PlannedFile(p, len(b)) for p, b in self.write.items() if p not in self.unchanged]
+
+    @property
+    def kept(self) -> list[PlannedFile]:
+        return [PlannedFile(s.repo_path, s.size) for s in self.keep] + [
+            PlannedFile(p, len(b)) for p, b in self.write.items() if p in self.unchanged]
 
     def summary(self) -> str:
         def count(files: list) -> str:
             return f"{len(files)} file{'s' if len(files) != 1 else ''} ({_human(sum(f.size for f in files))})"
 
         return (f"snapshot {self.snapshot} -> {self.repo_id} (head {(self.head or 'none')[:12]}): "
-                f"add {count(self.added)}, delete {count(self.delete)}, keep {count(self.keep)}")
+                f"add {count(self.added)}, delete {count(self.delete)}, keep {count(self.kept)}")
 
     def lines(self) -> list[str]:
         """One line per file, for a dry run."""
-        rows = [("add", f.path, f.size) for f in self.added] + [("delete", f.path, f.size) for f in self.delete]
-        rows += [("keep", s.repo_path, s.size) for s in self.keep]
-        return [f"  {verb:<6} {path}  {_human(size)}" for verb, path, size in rows]
+        rows = [("add", f) for f in self.added] + [("delete", f) for f in self.delete] + [("keep", f) for f in self.kept]
+        return [f"  {verb:<6} {f.path}  {_human(f.size)}" for verb, f in rows]
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,7 @@ class PublishResult:
     tag: str
     commit_sha: str | None  # None for a dry run
     dry_run: bool
+    committed: bool  # False when the Hub already held the snapshot (no new commit) or for a dry run
     added_files: int
     added_bytes: int
     deleted_files: int
@@ -123,8 +134,8 @@ def publish_snapshot(
     def scrub(text: str) -> str:
         return text.replace(secret, "***") if secret else text
 
-    pusher = _Pusher(store, snapshot, repo_id, token, endpoint, lambda msg: log(scrub(msg)), max_attempts, retry_wait)
     try:
+        pusher = _Pusher(store, snapshot, repo_id, token, endpoint, lambda msg: log(scrub(msg)), max_attempts, retry_wait)
         return pusher.run(private=private, gated=_gated_value(gated), dry_run=dry_run, before_commit=before_commit)
     except UserError as err:
         if secret and secret in str(err):
@@ -217,6 +228,10 @@ class _Pusher:
             r = remote.get(shard.repo_path)
             same = r is not None and r.lfs is not None and r.lfs.sha256 == shard.sha256 and r.size == shard.size
             (plan.keep if same else plan.add).append(shard)
+        for path, data in plan.write.items():
+            r = remote.get(path)
+            if r is not None and r.lfs is None and r.blob_id == git_hash(data):
+                plan.unchanged.add(path)
         wanted = {s.repo_path for s in snap.shards} | set(plan.write)
         managed = {t.name for t in snap.tables} | {p.rsplit("/", 1)[0] for p in remote if p.endswith("/_manifest.json")}
         for path, r in sorted(remote.items()):
@@ -229,7 +244,6 @@ class _Pusher:
     def _commit(self, tmp: Path, before_commit) -> tuple[str, PublishPlan]:
         """Plan and commit, re-planning after transient failures; returns (commit sha, plan)."""
         for attempt in range(1, self.max_attempts + 1):
-            plan = None
             try:
                 plan = self._plan()
                 self.say(("Publishing " if attempt == 1 else f"Attempt {attempt}: re-planned ") + plan.summary())
@@ -247,7 +261,7 @@ class _Pusher:
                 if status in (409, 412):
                     raise UserError(
                         f"Another commit landed on {self.repo_id} while snapshot {self.snap.date} was being "
-                        "published, so the Hub refused this one (nothing of it was committed); rerunning publish "
+                        "published, so the Hub refused this commit; rerunning publish "
                         "is safe.") from None
                 if status not in TRANSIENT_STATUS or attempt == self.max_attempts:
                     raise _hub_error(err, f"publish snapshot {self.snap.date} to {self.repo_id}") from None
@@ -359,13 +373,13 @@ class _Pusher:
         raise AssertionError("unreachable")
 
     def _result(self, plan: PublishPlan, sha: str | None, dry_run: bool) -> PublishResult:
-        added = plan.added
+        added, kept = plan.added, plan.kept
         return PublishResult(
             repo_id=self.repo_id, repo_url=self.repo_url, snapshot=self.snap.date, tag=self.tag,
-            commit_sha=sha, dry_run=dry_run,
+            commit_sha=sha, dry_run=dry_run, committed=sha is not None and sha != plan.head,
             added_files=len(added), added_bytes=sum(f.size for f in added),
             deleted_files=len(plan.delete), deleted_bytes=sum(f.size for f in plan.delete),
-            kept_files=len(plan.keep), kept_bytes=sum(s.size for s in plan.keep),
+            kept_files=len(kept), kept_bytes=sum(f.size for f in kept),
             added=tuple(f.path for f in added), deleted=tuple(f.path for f in plan.delete),
         )
 
@@ -401,8 +415,6 @@ def _mismatches(tree: dict[str, RepoFile], snap: Snapshot) -> list[str]:
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 

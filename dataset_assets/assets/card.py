@@ -1,0 +1,48 @@
+"""The dataset card of a snapshot date: README.md at the root of the snapshot folder."""
+
+
+import dagster as dg
+
+from ..config import load_tables
+from ..engine.card import card_key, write_card
+from ..engine.verify import verify_table
+from ..errors import UserError
+from ..partitions import snapshots
+from ..resources import SnapshotStore
+
+
+def build_card_asset(table_keys: list[dg.AssetKey], automation_condition=None) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="dataset_card",
+        partitions_def=snapshots,
+        deps=table_keys,
+        group_name="release",
+        kinds={"huggingface", "markdown"},
+        automation_condition=automation_condition,
+        description="The snapshot's README.md: Hub front-matter (configs, features, license, gating), field docs, statistics.",
+    )
+    def dataset_card(context: dg.AssetExecutionContext, snapshot_store: SnapshotStore) -> dg.MaterializeResult:
+        date = context.partition_key
+        tables = list(load_tables())
+        try:
+            store = snapshot_store.open()
+            # never document data that does not match its manifest
+            bad = [p for t in tables for p in verify_table(store, date, t).problems]
+            if bad:
+                raise UserError(f"Snapshot {date} does not match its manifests ({bad[0]}); re-materialise the table before the card.")
+            card = write_card(store, date, tables)
+            key = card_key(date)
+        except UserError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        local = store.local_path(key)
+        for problem in card.problems:
+            context.log.warning(problem)
+        return dg.MaterializeResult(metadata={
+            "card": dg.MetadataValue.path(str(local)) if local else dg.MetadataValue.url(f"{store.url}/{key}"),
+            "tables": ", ".join(tables),
+            "statistics": dg.MetadataValue.json(card.stats),
+            "problems": "\n".join(card.problems) or "none",
+            "card_preview": dg.MetadataValue.md(card.text[:20000]),
+        })
+
+    return dataset_card

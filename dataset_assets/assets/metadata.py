@@ -1,0 +1,75 @@
+"""What a materialised table snapshot shows in the Dagster UI."""
+
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from ..engine.docs import load_table_doc
+from ..engine.export import TableResult
+from ..stores import MANIFEST, Store
+
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 60
+
+
+def column_schema(table: str, schema: list[dict]) -> dg.TableSchema:
+    try:
+        docs = load_table_doc(table).columns
+    except Exception:  # noqa: BLE001
+        docs = {}
+    return dg.TableSchema(columns=[
+        dg.TableColumn(
+            name=c["name"],
+            type=c["arrow_type"],
+            description=(getattr(docs.get(c["name"]), "description", None) or f"Postgres {c['pg_type']}"),
+            constraints=dg.TableColumnConstraints(nullable=c["nullable"]),
+        )
+        for c in schema
+    ])
+
+
+def _location(store: Store, key: str) -> dg.MetadataValue:
+    local = store.local_path(key)
+    return dg.MetadataValue.path(str(local)) if local is not None else dg.MetadataValue.url(f"{store.url.rstrip('/')}/{key}")
+
+
+def preview(store: Store, result: TableResult) -> str:
+    if not result.manifest.files:
+        return "(no rows)"
+    first = f"{result.prefix}/{result.manifest.files[0].path}"
+    local = store.local_path(first)
+    if local is None:
+        return "(preview available for local stores)"
+    pf = pq.ParquetFile(local)
+    rows = pf.read_row_group(0).slice(0, PREVIEW_ROWS).to_pylist() if pf.num_row_groups else []
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+    def cell(v):
+        s = "" if v is None else str(v)
+        s = s.replace("|", "\\|").replace("\n", " ")
+        return s if len(s) <= PREVIEW_CHARS else s[: PREVIEW_CHARS - 1] + "…"
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def table_metadata(store: Store, result: TableResult) -> dict:
+    m = result.manifest
+    t = m.timings
+    seconds = t.get("total_seconds") or t.get("copy_seconds") or 0
+    return {
+        "dagster/row_count": m.row_count,
+        "dagster/column_schema": column_schema(result.table, m.schema),
+        "bytes": dg.MetadataValue.int(m.total_bytes),
+        "size_mb": round(m.total_bytes / 1e6, 2),
+        "files": len(m.files),
+        "duration_s": round(seconds, 2),
+        "rows_per_second": int(m.row_count / seconds) if seconds else 0,
+        "mb_per_second": round(m.total_bytes / 1e6 / seconds, 1) if seconds else 0,
+        "manifest": _location(store, f"{result.prefix}/{MANIFEST}"),
+        "root_hash": m.root_hash,
+        "source": dg.MetadataValue.json(m.source),
+        "source_snapshot": m.source_snapshot.get("txid_snapshot", ""),
+        "preview": dg.MetadataValue.md(preview(store, result)),
+    }

@@ -1,0 +1,26 @@
+"""`make dev`: the Dagster webserver and daemon on the demo's embedded database,
+store and instance."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import local_env
+from .config import PROJECT_DIR
+
+
+def main() -> int:
+    env = local_env.prepare()
+    host = os.environ.get("DAGSTER_HOST", "127.0.0.1")
+    port = os.environ.get("DAGSTER_PORT", "3000")
+    print(f"DAGSTER_HOME={env['DAGSTER_HOME']}", file=sys.stderr)
+    print(f"open http://{host}:{port}  (Ctrl-C stops webserver and daemon)", file=sys.stderr)
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    os.chdir(PROJECT_DIR)
+    os.execv(dagster, [dagster, "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", host, "-p", port])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

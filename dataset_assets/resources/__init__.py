@@ -1,0 +1,85 @@
+"""Dagster resources: thin wrappers that hand configuration to the engine.
+
+Each field can be set from an environment variable (listed in the README); an
+unset variable falls back to the embedded default, so `make demo` and
+`make dev` need none.
+"""
+
+
+import os
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from ..engine.export import ExportOptions
+from ..engine.writer import MiB, ParquetOptions
+from ..stores import Store, open_store
+
+ENV_SOURCE = "DATASET_ASSETS_SOURCE_URI"
+ENV_STORE = "DATASET_ASSETS_STORE_URL"
+ENV_S3_ENDPOINT = "DATASET_ASSETS_S3_ENDPOINT_URL"
+ENV_WORKERS = "DATASET_ASSETS_WORKERS"
+ENV_HF_REPO = "DATASET_ASSETS_HF_REPO"
+ENV_HF_TOKEN = "HF_TOKEN"
+
+
+def env_or(name: str, default):
+    """An EnvVar when the variable is set (resolved when a run starts), else the default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+class SourceDatabase(dg.ConfigurableResource):
+    """The Postgres database the snapshots are taken from."""
+
+    uri: str = ""  # postgresql://user:pass@host:port/db; empty = the embedded Postgres of `make demo`
+
+    def resolve_uri(self) -> str:
+        if self.uri:
+            return self.uri
+        from ..engine.embedded import embedded_uri
+
+        return embedded_uri()
+
+
+class SnapshotStore(dg.ConfigurableResource):
+    """Where snapshots are kept: a folder, file:///path or s3://bucket/prefix."""
+
+    url: str = ""  # empty = .local/store
+    s3: S3Resource | None = None
+
+    def open(self) -> Store:
+        if self.url.startswith("s3://") and self.s3 is not None:
+            from ..stores.s3 import S3Store
+
+            bucket, _, prefix = self.url[len("s3://"):].partition("/")
+            return S3Store(self.s3.get_client(), bucket, prefix)
+        return open_store(self.url or None)
+
+
+class ExportSettings(dg.ConfigurableResource):
+    """How the engine exports: parallel readers and parquet layout."""
+
+    workers: int = 0          # 0 = number of cores
+    shard_mib: int = 512
+    row_group_mib: int = 64
+    zstd_level: int = 1
+
+    def options(self, *, force: bool = False) -> ExportOptions:
+        return ExportOptions(
+            workers=self.workers or (os.cpu_count() or 2),
+            parquet=ParquetOptions(shard_bytes=self.shard_mib * MiB, row_group_bytes=self.row_group_mib * MiB,
+                                   compression_level=self.zstd_level),
+            force=force,
+        )
+
+
+def default_resources() -> dict:
+    endpoint = os.environ.get(ENV_S3_ENDPOINT)
+    return {
+        "source_db": SourceDatabase(uri=env_or(ENV_SOURCE, "")),
+        "snapshot_store": SnapshotStore(
+            url=env_or(ENV_STORE, ""),
+            s3=S3Resource(endpoint_url=dg.EnvVar(ENV_S3_ENDPOINT)) if endpoint else S3Resource(),
+        ),
+        "export_settings": ExportSettings(workers=int(os.environ.get(ENV_WORKERS, "0") or 0)),
+    }

@@ -1,0 +1,46 @@
+"""Helpers for the Dagster tests: resources pointing at test databases and stores."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dataset_assets.resources import ExportSettings, SnapshotStore, SourceDatabase
+
+
+def resources(source_uri: str, store_dir) -> dict:
+    return {
+        "source_db": SourceDatabase(uri=source_uri),
+        "snapshot_store": SnapshotStore(url=str(store_dir)),
+        "export_settings": ExportSettings(workers=2),
+    }
+
+
+def materialize(defs_module, instance, partition, source_uri, store_dir, selection=None, raise_on_error=False):
+    if not instance.has_dynamic_partition("snapshots", partition):
+        instance.add_dynamic_partitions("snapshots", [partition])
+    return dg.materialize(
+        [*defs_module.assets, *defs_module.asset_checks],
+        instance=instance,
+        partition_key=partition,
+        resources=resources(source_uri, store_dir),
+        selection=selection,
+        raise_on_error=raise_on_error,
+    )
+
+
+def check_results(result) -> dict[tuple[str, str], bool]:
+    out = {}
+    for e in result.all_events:
+        if e.event_type_value == "ASSET_CHECK_EVALUATION":
+            d = e.event_specific_data
+            out[(d.asset_key.to_user_string(), d.check_name)] = d.passed
+    return out
+
+
+def materialization_metadata(result, asset: str) -> dict:
+    for e in result.all_events:
+        if e.event_type_value == "ASSET_MATERIALIZATION":
+            m = e.event_specific_data.materialization
+            if m.asset_key.to_user_string() == asset:
+                return m.metadata
+    raise AssertionError(f"no materialisation of {asset}")

@@ -1,0 +1,102 @@
+"""The Dagster platform on a real instance: definitions, a partition with its
+metadata and checks, blocking checks stopping the card, the card as a dataset."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from platform_helpers import check_results, materialization_metadata, materialize
+
+DATE = "2026-11-20"
+
+
+@pytest.fixture(scope="module")
+def defs_module():
+    from dataset_assets import definitions
+
+    return definitions
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+        yield inst
+
+
+def test_definitions_load(defs_module):
+    defs = defs_module.defs
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"image", "audio", "dataset_card"} <= keys
+    image = defs.resolve_assets_def("image")
+    assert image.partitions_def.name == "snapshots"
+    assert defs.resolve_assets_def("audio").partitions_def == image.partitions_def
+    checks = {(c.asset_key.to_user_string(), c.name) for c in defs.resolve_asset_graph().asset_check_keys}
+    for t in ("image", "audio"):
+        for name in ("rows_match_source", "primary_key_unique", "checksums_verify", "columns_documented"):
+            assert (t, name) in checks
+    sensors = {s.name: s for s in defs.sensors}
+    assert {"upstream_changes", "release_automation"} <= set(sensors)
+
+
+def test_partition_materialises_with_metadata_and_checks(defs_module, instance, seeded_uri, tmp_path):
+    store_dir = tmp_path / "store"
+    result = materialize(defs_module, instance, DATE, seeded_uri, store_dir)
+    assert result.success
+    checks = check_results(result)
+    assert len(checks) == 8 and all(checks.values()), checks
+    md = materialization_metadata(result, "image")
+    manifest = json.loads((store_dir / "snapshots" / DATE / "image" / "_manifest.json").read_text())
+    assert md["dagster/row_count"].value == manifest["row_count"] > 0
+    cols = md["dagster/column_schema"].schema.columns
+    assert [c.name for c in cols] == [c["name"] for c in manifest["schema"]]
+    assert all(c.description for c in cols)
+    assert md["root_hash"].value == manifest["root_hash"]
+    assert md["files"].value == len(manifest["files"])
+    assert md["bytes"].value == sum(f["bytes"] for f in manifest["files"])
+    assert "identifier" in md["preview"].value
+    assert (store_dir / "snapshots" / DATE / "README.md").exists()
+    # the materialisation is recorded on the instance, for the partition
+    ev = instance.get_latest_materialization_event(dg.AssetKey("image"))
+    assert ev.dagster_event.partition == DATE
+
+
+def test_tampered_shard_fails_the_check_and_stops_the_card(defs_module, instance, seeded_uri, tmp_path):
+    store_dir = tmp_path / "store"
+    assert materialize(defs_module, instance, DATE, seeded_uri, store_dir).success
+    card = store_dir / "snapshots" / DATE / "README.md"
+    card.unlink()
+    shard = sorted((store_dir / "snapshots" / DATE / "audio").glob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    shard.write_bytes(bytes(data))
+    selection = dg.AssetSelection.checks_for_assets(dg.AssetKey("audio")) | dg.AssetSelection.assets("dataset_card")
+    result = materialize(defs_module, instance, DATE, seeded_uri, store_dir, selection=selection)
+    checks = check_results(result)
+    assert checks[("audio", "checksums_verify")] is False
+    assert not result.success
+    assert not card.exists()
+
+
+def test_card_loads_with_datasets(defs_module, instance, seeded_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    store_dir = tmp_path / "store"
+    assert materialize(defs_module, instance, DATE, seeded_uri, store_dir).success
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    folder = store_dir / "snapshots" / DATE
+    card = DatasetCard.load(folder / "README.md")
+    assert {c["config_name"] for c in card.data.configs} == {"image", "audio"}
+    for table in ("image", "audio"):
+        manifest = json.loads((folder / table / "_manifest.json").read_text())
+        ds = datasets.load_dataset(str(folder), table, split="train")
+        assert ds.num_rows == manifest["row_count"]
+        info = next(i for i in card.data.dataset_info if i["config_name"] == table)
+        assert [f["name"] for f in info["features"]] == list(ds.features)
+        assert ds.features == datasets.Features._from_yaml_list(info["features"])
