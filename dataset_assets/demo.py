@@ -51,7 +51,8 @@ def run(image_rows: int, audio_rows: int, snapshot: str | None) -> int:
         instance.add_dynamic_partitions(snapshots.name, [date])
     print(f"materialising snapshot {date} through Dagster (instance {env['DAGSTER_HOME']}) ...", file=sys.stderr)
     result = dg.materialize([*assets, *asset_checks], instance=instance, partition_key=date,
-                            resources=defs.resources, raise_on_error=False)
+                            resources=defs.resources, raise_on_error=False,
+                            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     failed = [c for c in checks if not c.passed]
     if not result.success or failed:
