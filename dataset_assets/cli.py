@@ -14,6 +14,8 @@ from .errors import UserError
 
 SOURCE_ENV = "DATASET_ASSETS_SOURCE_URI"
 STORE_ENV = "DATASET_ASSETS_STORE_URL"
+REPO_ENV = "DATASET_ASSETS_HF_REPO"
+WEBHOOK_ENV = "DATASET_ASSETS_WEBHOOK_URL"
 
 
 def _source(args) -> str:
@@ -64,6 +66,7 @@ def cmd_export(args) -> int:
         parquet=ParquetOptions(shard_bytes=int(args.shard_mib * MiB), compression_level=args.zstd_level),
         force=args.force,
         skip_existing=args.skip_existing,
+        incremental=False if args.full else None,
     )
     results = export_snapshot(_source(args), tables, args.snapshot, _store(args), options,
                               progress=TerminalProgress(), log=lambda m: print(m, file=sys.stderr))
@@ -96,6 +99,40 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from .config import load_tables
+    from .engine.export import parse_snapshot_date
+    from .engine.lifecycle import mark_published
+    from .publish import publish_snapshot
+    from .publish.notify import load_manifests, load_snippet, notify_webhook
+
+    date = parse_snapshot_date(args.snapshot)
+    repo_id = (args.repo or os.environ.get(REPO_ENV) or "").strip()
+    if not repo_id:
+        raise UserError(f"No Hugging Face dataset repo given; pass --repo ORG/NAME or set {REPO_ENV}.")
+    store = _store(args)
+    # progress to stderr; a dry run's plan is the command's output, so it goes to stdout
+    say = (lambda m: print(m)) if args.dry_run else (lambda m: print(m, file=sys.stderr))
+    result = publish_snapshot(store, date, repo_id, token=os.environ.get("HF_TOKEN") or None,
+                              endpoint=args.endpoint or os.environ.get("HF_ENDPOINT") or None,
+                              private=not args.public, gated=False if args.no_gate else "auto",
+                              dry_run=args.dry_run, log=say)
+    if args.dry_run:
+        return 0
+    mark_published(store, date, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
+                                 "commit": result.commit_sha})
+    manifests = load_manifests(store, date, order=list(load_tables()))
+    print(f"commit {result.commit_sha}")
+    print(f"tag    {result.tag}")
+    print(f"url    {result.repo_url}/tree/{result.tag}")
+    for m in manifests:
+        print(f"load   {load_snippet(result.repo_id, result.tag, m.table)}")
+    webhook = os.environ.get(WEBHOOK_ENV)
+    if webhook:
+        notify_webhook(webhook, result, manifests, log=lambda m: print(f"warning: {m}", file=sys.stderr))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dataset-assets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--zstd-level", type=int, default=1, help="zstd compression level (default 1)")
     sp.add_argument("--force", action="store_true", help="replace an existing complete snapshot")
     sp.add_argument("--skip-existing", action="store_true", help="leave existing complete snapshots alone")
+    sp.add_argument("--full", action="store_true",
+                    help="read the whole table in physical order (ctid ranges) instead of reusing unchanged chunks of the previous snapshot")
     source_arg(sp)
     store_arg(sp)
     sp.set_defaults(func=cmd_export)
@@ -130,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--table", action="append")
     store_arg(sp)
     sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("publish", help="push a snapshot to a Hugging Face dataset repo and tag it snapshot-<date>")
+    sp.add_argument("--snapshot", required=True, help="snapshot date, YYYY-MM-DD")
+    sp.add_argument("--repo", help=f"dataset repo ORG/NAME (default: ${REPO_ENV}); the token comes from $HF_TOKEN")
+    sp.add_argument("--dry-run", action="store_true", help="print the files to add, delete and keep; change nothing")
+    sp.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    sp.add_argument("--no-gate", action="store_true", help="create the repo without access gating (default: gated, auto-approved)")
+    sp.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co)")
+    store_arg(sp)
+    sp.set_defaults(func=cmd_publish)
 
     return p
 

@@ -29,6 +29,8 @@ class TableConfig:
     exclude_tombstoned: bool = True
     columns: tuple[str, ...] | None = None
     profile_columns: tuple[str, ...] = field(default_factory=tuple)
+    incremental: bool = True       # reuse unchanged chunks of the previous snapshot
+    chunk_rows: int = 5_000        # rows per chunk (and so per shard) in incremental mode
 
 
 def tables_file() -> Path:

@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dataset_assets.resources import ExportSettings, SnapshotStore, SourceDatabase
+from dataset_assets.resources import ExportSettings, HubResource, SnapshotStore, SourceDatabase
+
+RELEASE = "hub_release"
 
 
-def resources(source_uri: str, store_dir) -> dict:
+def resources(source_uri: str, store_dir, hub: HubResource | None = None) -> dict:
+    """``hub``: the Hub to publish to (default: an unconfigured one, which ``hub_release`` refuses)."""
     return {
         "source_db": SourceDatabase(uri=source_uri),
         "snapshot_store": SnapshotStore(url=str(store_dir)),
         "export_settings": ExportSettings(workers=2),
+        "hub": hub if hub is not None else HubResource(),
     }
 
 
-def materialize(defs_module, instance, partition, source_uri, store_dir, selection=None, raise_on_error=False):
+def materialize(defs_module, instance, partition, source_uri, store_dir, selection=None, raise_on_error=False,
+                hub: HubResource | None = None):
+    """Materialise ``selection`` (default: every asset and check; ``hub_release`` only when ``hub`` is given)."""
     if not instance.has_dynamic_partition("snapshots", partition):
         instance.add_dynamic_partitions("snapshots", [partition])
+    if selection is None and hub is None:
+        selection = dg.AssetSelection.all() - dg.AssetSelection.assets(RELEASE)
     return dg.materialize(
         [*defs_module.assets, *defs_module.asset_checks],
         instance=instance,
         partition_key=partition,
-        resources=resources(source_uri, store_dir),
+        resources=resources(source_uri, store_dir, hub),
         selection=selection,
         raise_on_error=raise_on_error,
     )

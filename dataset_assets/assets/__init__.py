@@ -6,11 +6,11 @@ import dagster as dg
 from ..config import load_tables
 from .card import build_card_asset
 from .checks import build_table_checks
+from .conditions import FOLLOW_TABLES
+from .release import build_release_asset
 from .tables import build_table_asset
 
-# Follow the tables: once every table of a date has been (re)materialised and
-# their blocking checks passed, the date's card (and push) are refreshed.
-FOLLOW_TABLES = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+__all__ = ["FOLLOW_TABLES", "build_assets"]
 
 
 def build_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
@@ -18,4 +18,5 @@ def build_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefini
     table_assets = [build_table_asset(cfg) for cfg in tables]
     checks = [c for cfg in tables for c in build_table_checks(cfg)]
     card = build_card_asset([a.key for a in table_assets], automation_condition=FOLLOW_TABLES)
-    return [*table_assets, card], checks
+    release = build_release_asset(card.key, automation_condition=FOLLOW_TABLES)
+    return [*table_assets, card, release], checks

@@ -1,19 +1,48 @@
-"""Cheap per-table change signals for the sensor: no full scans, cost
-independent of table size.
+"""Cheap per-table change signals for the sensor: catalog and statistics
+lookups plus index probes, no scans, so a tick costs the same on a table of
+100k rows and one of 100M.
 
-A signal is built from
-- the cumulative row counters of ``pg_stat_user_tables`` (inserts, updates,
-  deletes) of the table and of its tombstone table: exact and free, but reset
-  by ``pg_stat_reset()`` or a crash;
-- ``max(updated_on)`` (an index lookup) and the tombstones' newest
-  ``deleted_on``, which survive any reset;
-- the stats epoch (postmaster start time and the database's stats reset time),
-  which says whether the counters of two signals can be compared at all.
+A table's signal is built from
 
-Two signals of the same epoch differ iff a counter or a maximum moved. Across
-epochs the counters are not comparable; the maxima and the live-row estimate
-decide, so a reset or restart neither hides an update that bumped
-``updated_on`` nor triggers a snapshot by itself.
+- ``relations``: the identity and physical file of the table and of its
+  tombstone table (oid and relfilenode of every leaf partition) plus a hash of
+  their column layout. Catches TRUNCATE, a table rewrite (``ALTER ... TYPE``,
+  ``VACUUM FULL``, ``CLUSTER``), a dropped and recreated table and added or
+  dropped columns, none of which move the row counters.
+- ``counters``: the cumulative ``n_tup_ins / n_tup_upd / n_tup_del`` of
+  ``pg_stat_user_tables`` for the table and for its tombstone table. They
+  count every written row (also rows written by rolled-back transactions,
+  which may cause one unnecessary snapshot) and are the only signal for
+  late-committing updates whose ``updated_on`` is not the newest, for deletes
+  and for tombstones without an indexed ``deleted_on``. Two caveats:
+
+  * they lag: a backend publishes its counts when its transaction ends and
+    it goes idle, but at most once a second; counts it could not publish are
+    published up to ~10 s later (later still under lock contention, at the
+    latest when the backend exits). A change may therefore show up one tick
+    late; it is never lost, because counters only grow.
+  * they restart from zero on ``pg_stat_reset()`` (or a per-table reset) and
+    after a crash (a clean restart keeps them). See :meth:`ChangeSignal.changed_since`.
+
+- ``maxima``: ``max(updated_on)`` of the table and ``max(deleted_on)`` of the
+  tombstone table, each read ONLY if a valid, non-partial btree index leads
+  with that column (then the plan is ``Limit -> Index Only Scan Backward``,
+  a few page reads whatever the table size). They survive any statistics
+  reset. A column without such an index is listed in ``unindexed`` and left
+  out: scanning it would make the tick cost grow with the table. Openverse's
+  tombstone tables (``deleted_image``...) have no index on ``deleted_on``;
+  tombstones are then noticed through the tombstone table's counters only,
+  which is exact except in the short window described under reset. An
+  ``CREATE INDEX ON deleted_image (deleted_on)`` closes that window.
+- ``started`` / ``stats_reset``: the postmaster start time and the
+  database's statistics reset time, which say whether two signals' counters
+  can be compared.
+
+Timestamps are rendered with ``TimeZone=UTC`` and ``DateStyle=ISO`` so two
+ticks from differently configured clients read the same text. Every
+statement runs with a lock timeout: a tick that meets an ``ACCESS EXCLUSIVE``
+lock (a running ``ALTER TABLE`` / ``TRUNCATE``) gives up instead of queueing
+behind it.
 """
 
 from __future__ import annotations
@@ -21,73 +50,215 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..config import TableConfig
-from . import catalog
-from .source import connect, quote_ident
+from ..errors import SourceError
+from .source import connect, quote_literal, redact
+
+WATERMARK = "updated_on"          # newest change of a row of the table
+TOMBSTONE_WATERMARK = "deleted_on"  # newest tombstone
+
+LOCK_TIMEOUT_MS = 2000
+STATEMENT_TIMEOUT_MS = 20000
 
 
 @dataclass(frozen=True)
 class ChangeSignal:
-    epoch: str
-    inserts: int
-    updates: int
-    deletes: int
-    live_rows: int
-    max_updated_on: str | None
-    max_deleted_on: str | None
+    started: str
+    stats_reset: str | None
+    relations: str
+    counters: tuple[int, ...]                       # ins, upd, del of the table, then of its tombstone table
+    maxima: tuple[tuple[str, str | None], ...]      # ((column, max as text), ...): indexed watermarks only
+    unindexed: tuple[str, ...] = ()                 # watermark columns left out for want of an index
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ChangeSignal":
-        return cls(**d)
+    def from_dict(cls, d: dict) -> ChangeSignal:
+        return cls(
+            started=str(d["started"]),
+            stats_reset=d.get("stats_reset"),
+            relations=str(d["relations"]),
+            counters=tuple(int(x) for x in d["counters"]),
+            maxima=tuple((str(k), v) for k, v in d["maxima"]),
+            unindexed=tuple(d.get("unindexed") or ()),
+        )
 
-    def differs_from(self, old: "ChangeSignal | None") -> bool:
+    def stats_were_reset(self, old: ChangeSignal) -> bool:
+        """The counters restarted since ``old`` (reset, per-table reset or crash)."""
+        return self.stats_reset != old.stats_reset or any(c < o for c, o in zip(self.counters, old.counters))
+
+    def changed_since(self, old: ChangeSignal | None) -> str | None:
+        """Why the table may have changed since ``old`` was read, or None if it has not.
+
+        Same relations and indexed maxima are required. Then, if the counters
+        did not restart, any counter that moved is a change. If they did
+        restart (``stats_reset`` moved or a counter went down), only writes
+        counted since the restart are a change: a reset by itself is not,
+        and after it the caller should take this signal as the new baseline
+        (see :meth:`same_state_as`). A change counted only by the statistics
+        that happened in the moment between the last read and a reset or
+        crash is lost with the counters: an indexed watermark closes that
+        window for updates (``updated_on``) and tombstones (``deleted_on``).
+        A clean restart keeps the counters and is not a change either.
+        """
         if old is None:
-            return True
-        if self.max_updated_on != old.max_updated_on or self.max_deleted_on != old.max_deleted_on:
-            return True
-        if self.epoch == old.epoch:
-            return (self.inserts, self.updates, self.deletes) != (old.inserts, old.updates, old.deletes)
-        return self.live_rows != old.live_rows
+            return "no committed snapshot yet"
+        if self.relations != old.relations:
+            return "table recreated, rewritten, truncated or its columns changed"
+        old_max = dict(old.maxima)
+        for col, value in self.maxima:
+            if col in old_max and old_max[col] != value:
+                return f"max({col}) moved from {old_max[col]} to {value}"
+        if self.stats_were_reset(old):
+            if any(self.counters):
+                return f"{sum(self.counters)} row writes counted since the statistics were reset"
+            return None
+        if self.counters != old.counters:
+            return f"{sum(c - o for c, o in zip(self.counters, old.counters))} row writes counted"
+        return None
+
+    def same_state_as(self, old: ChangeSignal) -> bool:
+        """Nothing changed and nothing about the reading differs either (no rebase needed)."""
+        return self == old
 
 
-_STATS_SQL = """
-SELECT coalesce(sum(n_tup_ins), 0)::int8, coalesce(sum(n_tup_upd), 0)::int8, coalesce(sum(n_tup_del), 0)::int8,
-       coalesce(sum(n_live_tup) FILTER (WHERE relid = $1::oid), 0)::int8
-FROM pg_stat_user_tables WHERE relid = ANY (ARRAY[$1::oid, $2::oid])
+_CATALOG_SQL = """
+WITH wanted(name, ord) AS (SELECT * FROM unnest({names}::text[]) WITH ORDINALITY),
+resolved AS (
+  SELECT w.ord, w.name, c.oid
+  FROM wanted w
+  LEFT JOIN LATERAL (
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname = w.name AND c.relkind IN ('r', 'p') AND n.nspname = ANY (current_schemas(false))
+    ORDER BY array_position(current_schemas(false), n.nspname::name) LIMIT 1
+  ) c ON true
+)
+SELECT r.name,
+       r.oid IS NOT NULL,
+       coalesce(r.oid::regclass::text, ''),
+       coalesce((SELECT string_agg(l::int8::text || ':' || coalesce(pg_relation_filenode(l), 0)::text, ',' ORDER BY l::int8)
+                 FROM unnest(lv.relids) l), ''),
+       coalesce((SELECT md5(string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull::text,
+                                       ',' ORDER BY a.attnum))
+                 FROM pg_attribute a WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped), ''),
+       coalesce(st.ins, 0)::int8, coalesce(st.upd, 0)::int8, coalesce(st.del, 0)::int8,
+       coalesce((SELECT string_agg(DISTINCT a.attname::text, ',')
+                 FROM pg_index i
+                 JOIN pg_class ic ON ic.oid = i.indexrelid
+                 JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                 WHERE i.indrelid = r.oid AND i.indisvalid AND i.indpred IS NULL), ''),
+       pg_postmaster_start_time()::text,
+       (SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database())
+FROM resolved r
+-- the table itself, or the leaf partitions of a partitioned table
+LEFT JOIN LATERAL (
+  SELECT array_agg(x.relid ORDER BY x.relid::int8) AS relids
+  FROM (SELECT r.oid AS relid UNION SELECT p.relid::oid FROM pg_partition_tree(r.oid) p WHERE p.isleaf) x
+  WHERE x.relid IS NOT NULL
+    AND (SELECT relkind FROM pg_class WHERE oid = x.relid) = 'r'
+) lv ON true
+LEFT JOIN LATERAL (
+  SELECT sum(s.n_tup_ins) AS ins, sum(s.n_tup_upd) AS upd, sum(s.n_tup_del) AS del
+  FROM pg_stat_user_tables s WHERE s.relid = ANY (lv.relids)
+) st ON true
+ORDER BY r.ord
 """
 
 
+@dataclass(frozen=True)
+class _Rel:
+    found: bool
+    regclass: str
+    files: str
+    columns: str
+    counters: tuple[int, int, int]
+    indexed: frozenset[str]
+
+
 def read_signals(uri: str, tables: list[TableConfig]) -> dict[str, ChangeSignal]:
+    """The change signal of every table in ``tables`` that exists (missing tables are left out).
+
+    Two round trips whatever the number of tables: one catalog/statistics
+    query, one query of the indexed maxima.
+    """
+    names: list[str] = []
+    for cfg in tables:
+        names.append(cfg.name)
+        if cfg.tombstone_table:
+            names.append(cfg.tombstone_table)
+    if not names:
+        return {}
     conn = connect(uri)
     try:
         cur = conn.cursor()
-        cur.execute("SELECT pg_postmaster_start_time()::text || '|' || coalesce(pg_stat_get_db_stat_reset_time("
-                    "(SELECT oid FROM pg_database WHERE datname = current_database()))::text, '')")
-        epoch = cur.fetchone()[0]
-        out = {}
-        for cfg in tables:
-            oid = catalog.find_table(cur, cfg.name)
-            if oid is None:
-                continue
-            tomb = catalog.find_table(cur, cfg.tombstone_table) if cfg.tombstone_table else None
-            cur.execute(_STATS_SQL, parameters=(oid, tomb or 0))
-            ins, upd, dele, live = cur.fetchone()
-            out[cfg.name] = ChangeSignal(
-                epoch=epoch, inserts=int(ins), updates=int(upd), deletes=int(dele), live_rows=int(live),
-                max_updated_on=_max(cur, cfg.name, "updated_on"),
-                max_deleted_on=_max(cur, cfg.tombstone_table, "deleted_on") if tomb else None,
-            )
-        return out
+        try:
+            for setting in ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'",
+                            f"SET lock_timeout = {LOCK_TIMEOUT_MS}", f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}",
+                            "SET application_name = 'dataset_assets change sensor'"):
+                cur.execute(setting)
+            array = "ARRAY[" + ", ".join(quote_literal(n) for n in names) + "]"
+            cur.execute(_CATALOG_SQL.format(names=array))
+            rows = cur.fetchall()
+            rels: dict[str, _Rel] = {}
+            started, stats_reset = "", None
+            for name, found, regclass, files, columns, ins, upd, dele, indexed, started, stats_reset in rows:
+                rels[name] = _Rel(bool(found), regclass, files, columns, (int(ins), int(upd), int(dele)),
+                                  frozenset(x for x in (indexed or "").split(",") if x))
+            # which watermarks can be read from an index, in one query
+            probes: list[tuple[str, str, str]] = []  # (table, column, expression)
+            plan: dict[str, list[tuple[str, str | None]]] = {}
+            unindexed: dict[str, list[str]] = {}
+            for cfg in tables:
+                main = rels.get(cfg.name)
+                if main is None or not main.found:
+                    continue
+                plan[cfg.name] = []
+                unindexed[cfg.name] = []
+                pairs = [(main, WATERMARK)]
+                tomb = rels.get(cfg.tombstone_table) if cfg.tombstone_table else None
+                if tomb is not None and tomb.found:
+                    pairs.append((tomb, TOMBSTONE_WATERMARK))
+                for rel, col in pairs:
+                    if col in rel.indexed:
+                        probes.append((cfg.name, col, f"(SELECT max({_ident(col)}) FROM {rel.regclass})::text"))
+                    else:
+                        unindexed[cfg.name].append(f"{rel.regclass}.{col}")
+            values: list = []
+            if probes:
+                cur.execute("SELECT " + ", ".join(expr for _, _, expr in probes))
+                values = list(cur.fetchone())
+            for (table, col, _), value in zip(probes, values):
+                plan[table].append((col, value))
+        except SourceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the driver raises several types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if "lock timeout" in first or "canceling statement" in first:
+                raise SourceError(f"Reading change signals from {redact(uri)} timed out behind a lock or a slow query ({first}); the next tick retries.") from None
+            raise SourceError(f"Reading change signals from {redact(uri)} failed: {redact(first)}") from None
     finally:
         conn.close()
+    out: dict[str, ChangeSignal] = {}
+    for cfg in tables:
+        if cfg.name not in plan:
+            continue
+        main = rels[cfg.name]
+        tomb = rels.get(cfg.tombstone_table) if cfg.tombstone_table else None
+        tomb_found = tomb is not None and tomb.found
+        relations = f"{main.files}/{main.columns}"
+        if cfg.tombstone_table:
+            relations += f";{tomb.files}/{tomb.columns}" if tomb_found else ";-"
+        out[cfg.name] = ChangeSignal(
+            started=started,
+            stats_reset=stats_reset,
+            relations=relations,
+            counters=main.counters + (tomb.counters if tomb_found else (0, 0, 0)),
+            maxima=tuple(plan[cfg.name]),
+            unindexed=tuple(unindexed[cfg.name]),
+        )
+    return out
 
 
-def _max(cur, table: str, column: str) -> str | None:
-    cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped",
-                parameters=(quote_ident(table), column))
-    if cur.fetchone() is None:
-        return None
-    cur.execute(f"SELECT max({quote_ident(column)})::text FROM {quote_ident(table)}")
-    return cur.fetchone()[0]
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from ..config import TableConfig, table_config
 from ..errors import SnapshotExists, SourceError, UserError
 from ..stores import MANIFEST, Store
+from . import chunks as chunking_mod
 from . import source as src
 from .manifest import FileEntry, Manifest, encode_schema
 from .pgsnapshot import SharedSnapshot
@@ -59,6 +60,7 @@ class ExportOptions:
     force: bool = False              # replace an existing complete snapshot
     skip_existing: bool = False      # leave an existing complete snapshot alone and report it
     check_count: bool = True         # count(*) in the same snapshot and compare
+    incremental: bool | None = None  # None: as the table configuration says; False: full export
     queue_depth: int = 2             # batches read ahead per worker
 
 
@@ -122,17 +124,28 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
     table = plan.info.name
     prefix = snapshot_prefix(snapshot, table)
     t0 = time.perf_counter()
+    incremental = plan.config.incremental if options.incremental is None else options.incremental
+    units = [(i, plan.range_sql(lo, hi)) for i, (lo, hi) in enumerate(plan.ranges)]
+    reuse: dict[str, str] = {}
+    reused: list[FileEntry] = []
+    chunking = None
+    expected_rows = plan.estimated_rows
+    if incremental:
+        chunking, units, reuse, reused = _plan_incremental(shared, plan, snapshot, store, options, log)
+        expected_rows = sum(int(chunking.fingerprints[u].split(":")[0]) for u, _ in units)
     staging = store.staging_dir(prefix)
     try:
         counter = _Counter()
         count_box: dict = {}
         count_thread = None
-        if options.check_count:
+        if chunking is not None:
+            count_box["rows"] = chunking.rows()  # counted inside Postgres, in this snapshot
+        elif options.check_count:
             count_thread = threading.Thread(target=_count_rows, args=(shared, plan, count_box), daemon=True)
             count_thread.start()
-        progress.start(f"{table} {snapshot}", plan.estimated_rows)
+        progress.start(f"{table} {snapshot}", expected_rows)
         try:
-            files = _run_workers(shared, plan, staging, options, progress, counter)
+            files = _run_workers(shared, plan, units, staging, options, progress, counter)
         finally:
             progress.finish()
         t_copy = time.perf_counter() - t0
@@ -140,7 +153,6 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
             count_thread.join()
             if "error" in count_box:
                 raise count_box["error"]
-        files.sort(key=lambda f: f.path)
         written = sum(f.rows for f in files)
         if written != counter.rows:
             raise UserError(f"{table}: {counter.rows} rows were read but {written} written; the snapshot was not published, rerun the export.")
@@ -148,36 +160,95 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
             md = pq.read_metadata(staging / f.path)
             if md.num_rows != f.rows:
                 raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; the snapshot was not published, rerun the export.")
-        if "rows" in count_box and count_box["rows"] != written:
+        files = sorted(files + reused, key=lambda f: f.path)
+        total = sum(f.rows for f in files)
+        if "rows" in count_box and count_box["rows"] != total:
             raise UserError(
-                f"{table}: the source holds {count_box['rows']} rows at the snapshot but {written} were exported; "
+                f"{table}: the source holds {count_box['rows']} rows at the snapshot but {total} were exported; "
                 f"the snapshot was not published, rerun the export."
             )
         manifest = Manifest(
             table=table,
             snapshot=snapshot,
-            row_count=written,
+            row_count=total,
             files=files,
             schema=plan.schema.describe(),
             arrow_schema=encode_schema(plan.schema.arrow),
             source=src.identity(shared.uri).as_dict(),
             source_snapshot=shared.describe(),
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            timings={"copy_seconds": round(t_copy, 3), "workers": options.workers, "ranges": len(plan.ranges),
+            timings={"copy_seconds": round(t_copy, 3), "workers": options.workers, "units": len(units),
+                     "rows_exported": written, "rows_reused": total - written,
                      "rows_per_second": round(written / t_copy) if t_copy else None,
                      "source_rows_counted": count_box.get("rows")},
             parquet=options.parquet.as_dict(),
             filters=plan.filter_description,
+            chunking=chunking.as_dict() if chunking else None,
         )
         (staging / MANIFEST).write_text(manifest.to_json())
-        store.publish_dir(staging, prefix, replace=options.force)
+        store.publish_dir(staging, prefix, reuse=reuse, replace=options.force)
         manifest.timings["total_seconds"] = round(time.perf_counter() - t0, 3)
-        log(f"{table}: {written:,} rows in {len(files)} files ({manifest.total_bytes / 1e6:.1f} MB) "
+        how = f", {len(reused)} files reused from {chunking.base_snapshot}" if reused else ""
+        log(f"{table}: {total:,} rows in {len(files)} files ({manifest.total_bytes / 1e6:.1f} MB{how}) "
             f"published at {store.url}/{prefix} in {manifest.timings['total_seconds']}s")
         return TableResult(table, snapshot, prefix, store.url, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str, Manifest] | None:
+    """The newest complete snapshot of ``table`` up to ``snapshot`` made with the same basis."""
+    dates = sorted((p.rsplit("/", 1)[-1] for p in store.iter_prefixes("snapshots")), reverse=True)
+    for date in dates:
+        if date > snapshot:
+            continue
+        prefix = snapshot_prefix(date, table)
+        if not store.is_complete(prefix):
+            continue
+        try:
+            m = Manifest.from_json(store.read_bytes(f"{prefix}/{MANIFEST}"))
+        except (FileNotFoundError, ValueError, TypeError):
+            continue
+        if m.chunking and m.chunking.get("basis") == basis:
+            return date, m
+    return None
+
+
+def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store: Store,
+                      options: ExportOptions, log):
+    """Fingerprint the chunks; only changed ones are read, the rest reuse the previous shards."""
+    basis = chunking_mod.basis(plan, options.parquet.as_dict())
+    prev = _previous(store, plan.info.name, snapshot, basis)
+    if prev is not None:
+        base_date, base = prev
+        old = chunking_mod.Chunking.from_dict(base.chunking)
+        boundaries = old.boundaries
+    else:
+        base_date, base, old = None, None, None
+        boundaries = chunking_mod.choose_boundaries(shared.cur, plan, plan.config.chunk_rows)
+    t0 = time.perf_counter()
+    fps = chunking_mod.fingerprints(shared.cur, plan, boundaries)
+    old_fps = old.fingerprints if old else {}
+    changed = sorted(c for c in set(fps) | set(old_fps) if fps.get(c) != old_fps.get(c)) if old else sorted(fps)
+    changed_set = set(changed)
+    reused = []
+    reuse: dict[str, str] = {}
+    if base is not None:
+        for f in base.files:
+            if f.chunk not in changed_set:
+                reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=f.chunk,
+                                        reused_from=f.reused_from or base_date))
+                reuse[f.path] = f"{snapshot_prefix(base_date, plan.info.name)}/{f.path}"
+    units = [(c, chunking_mod.chunk_sql(plan, boundaries, c)) for c in changed if c in fps]
+    col = chunking_mod.key_column(plan)
+    chunking = chunking_mod.Chunking(
+        key=col.name, key_type=col.pg_type, boundaries=boundaries, fingerprints=fps, basis=basis,
+        base_snapshot=base_date, changed_chunks=len(changed), reused_files=len(reused),
+    )
+    log(f"{plan.info.name}: {len(fps)} chunks fingerprinted in {time.perf_counter() - t0:.2f}s; "
+        f"{len(changed)} changed" + (f" since {base_date}" if base_date else " (no earlier snapshot to build on)"))
+    return chunking, units, reuse, reused
 
 
 class _Counter:
@@ -202,15 +273,16 @@ def _count_rows(shared: SharedSnapshot, plan: TablePlan, box: dict) -> None:
         box["error"] = _source_failure(shared.uri, exc)
 
 
-def _run_workers(shared: SharedSnapshot, plan: TablePlan, staging, options: ExportOptions,
-                 progress: Progress, counter: _Counter) -> list[FileEntry]:
+def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, str]], staging,
+                 options: ExportOptions, progress: Progress, counter: _Counter) -> list[FileEntry]:
+    """Each worker: its own connection on the shared snapshot, taking (unit, sql) from a queue."""
     units: queue.Queue = queue.Queue()
-    for i, rng in enumerate(plan.ranges):
-        units.put((i, rng))
+    for item in work:
+        units.put(item)
     files: list[FileEntry] = []
     errors: list[BaseException] = []
     stop = threading.Event()
-    n = min(options.workers, len(plan.ranges))
+    n = min(options.workers, len(work))
 
     def worker() -> None:
         try:
@@ -222,10 +294,10 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, staging, options: Expo
         try:
             while not stop.is_set():
                 try:
-                    unit, (lo, hi) = units.get_nowait()
+                    unit, sql = units.get_nowait()
                 except queue.Empty:
                     return
-                files.extend(_copy_unit(cur, plan, plan.range_sql(lo, hi), unit, staging, options, progress, counter, stop))
+                files.extend(_copy_unit(cur, plan, sql, unit, staging, options, progress, counter, stop))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
             stop.set()

@@ -25,7 +25,7 @@ class FileEntry:
     bytes: int
     sha256: str
     chunk: int | None = None
-    fingerprint: str | None = None
+    reused_from: str | None = None   # snapshot date whose identical file this is
 
 
 @dataclass

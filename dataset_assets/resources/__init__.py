@@ -13,6 +13,7 @@ from dagster_aws.s3 import S3Resource
 
 from ..engine.export import ExportOptions
 from ..engine.writer import MiB, ParquetOptions
+from ..errors import UserError
 from ..stores import Store, open_store
 
 ENV_SOURCE = "DATASET_ASSETS_SOURCE_URI"
@@ -21,6 +22,9 @@ ENV_S3_ENDPOINT = "DATASET_ASSETS_S3_ENDPOINT_URL"
 ENV_WORKERS = "DATASET_ASSETS_WORKERS"
 ENV_HF_REPO = "DATASET_ASSETS_HF_REPO"
 ENV_HF_TOKEN = "HF_TOKEN"
+ENV_HF_ENDPOINT = "HF_ENDPOINT"
+ENV_WEBHOOK = "DATASET_ASSETS_WEBHOOK_URL"
+HUB_ENDPOINT = "https://huggingface.co"
 
 
 def env_or(name: str, default):
@@ -73,6 +77,40 @@ class ExportSettings(dg.ConfigurableResource):
         )
 
 
+class HubResource(dg.ConfigurableResource):
+    """The Hugging Face dataset repo snapshots are published to, and who is told about it.
+
+    ``token`` is a write token (set it from ``HF_TOKEN``); it is handed to the Hub client only and never
+    appears in logs, metadata or error messages. ``private`` and ``gated`` apply when the repo is created
+    (an existing repo keeps its settings); ``gated`` is "auto", "manual" or "" for none.
+    """
+
+    repo_id: str = ""                 # ORG/NAME; empty = not configured (the release asset fails, saying so)
+    token: str = ""                   # empty = the token saved by `hf auth login`, if any
+    endpoint: str = HUB_ENDPOINT
+    private: bool = True
+    gated: str = "auto"
+    webhook_url: str = ""             # Slack-compatible incoming webhook; empty = no notification
+
+    def require_repo(self) -> str:
+        if not self.repo_id.strip():
+            raise UserError(f"No Hugging Face dataset repo is configured; set {ENV_HF_REPO} to ORG/NAME "
+                            "(and HF_TOKEN to a write token) for the code location, then rerun the release.")
+        return self.repo_id.strip()
+
+    def gated_value(self) -> str | bool:
+        value = (self.gated or "").strip().lower()
+        return False if value in ("", "none", "false", "no", "off") else value
+
+    def publish(self, store: Store, snapshot: str, *, dry_run: bool = False, log=print):
+        """Publish ``snapshots/<snapshot>`` of ``store`` (see :func:`dataset_assets.publish.publish_snapshot`)."""
+        from ..publish import publish_snapshot
+
+        return publish_snapshot(store, snapshot, self.require_repo(), token=self.token or None,
+                                endpoint=self.endpoint or None, private=self.private, gated=self.gated_value(),
+                                dry_run=dry_run, log=log)
+
+
 def default_resources() -> dict:
     endpoint = os.environ.get(ENV_S3_ENDPOINT)
     return {
@@ -82,4 +120,10 @@ def default_resources() -> dict:
             s3=S3Resource(endpoint_url=dg.EnvVar(ENV_S3_ENDPOINT)) if endpoint else S3Resource(),
         ),
         "export_settings": ExportSettings(workers=int(os.environ.get(ENV_WORKERS, "0") or 0)),
+        "hub": HubResource(
+            repo_id=env_or(ENV_HF_REPO, ""),
+            token=env_or(ENV_HF_TOKEN, ""),
+            endpoint=env_or(ENV_HF_ENDPOINT, HUB_ENDPOINT),
+            webhook_url=env_or(ENV_WEBHOOK, ""),
+        ),
     }

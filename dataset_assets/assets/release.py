@@ -1,0 +1,68 @@
+"""The Hub release of a snapshot date: push the snapshot to the Hugging Face dataset repo and tag it.
+
+After a successful push the date is marked published in the store (``_PUBLISHED``): from then on the
+snapshot is immutable and its tables refuse to be re-materialised. A configured webhook is told last;
+a failing webhook only logs a warning.
+"""
+
+
+import dagster as dg
+
+from ..config import load_tables
+from ..engine.lifecycle import mark_published
+from ..errors import UserError
+from ..partitions import snapshots
+from ..publish.notify import load_manifests, load_snippet, notify_webhook
+from ..resources import HubResource, SnapshotStore
+
+
+def load_markdown(repo_id: str, tag: str, tables: list[str]) -> str:
+    lines = ["```python", "from datasets import load_dataset", ""]
+    lines += [f"{t} = {load_snippet(repo_id, tag, t)}" for t in tables]
+    return "\n".join([*lines, "```"])
+
+
+def build_release_asset(card_key: dg.AssetKey, automation_condition=None) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="hub_release",
+        partitions_def=snapshots,
+        deps=[card_key],
+        group_name="release",
+        kinds={"huggingface"},
+        automation_condition=automation_condition,
+        description="Publishes the snapshot to the Hugging Face dataset repo in one commit tagged "
+                    "snapshot-<date>, then marks the date published (immutable) and notifies the webhook.",
+    )
+    def hub_release(context: dg.AssetExecutionContext, snapshot_store: SnapshotStore,
+                    hub: HubResource) -> dg.MaterializeResult:
+        date = context.partition_key
+        try:
+            hub.require_repo()
+            store = snapshot_store.open()
+            result = hub.publish(store, date, log=context.log.info)
+            mark_published(store, date, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
+                                         "commit": result.commit_sha})
+        except UserError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        manifests = load_manifests(store, date, order=list(load_tables()))
+        tables = [m.table for m in manifests]
+        if hub.webhook_url:
+            notify_webhook(hub.webhook_url, result, manifests, log=context.log.warning)
+        return dg.MaterializeResult(metadata={
+            "repo": dg.MetadataValue.url(result.repo_url),
+            "revision": dg.MetadataValue.url(f"{result.repo_url}/tree/{result.tag}"),
+            "repo_id": result.repo_id,
+            "commit": result.commit_sha or "",
+            "tag": result.tag,
+            "new_commit": result.committed,
+            "files_added": result.added_files,
+            "files_deleted": result.deleted_files,
+            "files_kept": result.kept_files,
+            "bytes_uploaded": dg.MetadataValue.int(result.added_bytes),
+            "bytes_kept": dg.MetadataValue.int(result.kept_bytes),
+            "tables": ", ".join(tables),
+            "dagster/row_count": sum(m.row_count for m in manifests),
+            "load": dg.MetadataValue.md(load_markdown(result.repo_id, result.tag, tables)),
+        })
+
+    return hub_release
