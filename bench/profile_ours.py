@@ -312,7 +312,7 @@ def run_profile(args, outdir: Path) -> dict:
 def bench_options(args):
     from dataset_assets.engine.export import ExportOptions
 
-    return ExportOptions(workers=args.workers, force=True)
+    return ExportOptions(workers=args.workers, force=True, incremental=False)
 
 
 def report(p: dict) -> str:

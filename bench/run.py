@@ -289,7 +289,7 @@ def tool_ours(uri: str, table: str, workers: int, outdir: Path, filters: bool = 
 
     store = LocalStore(outdir / "store")
     t0 = time.perf_counter()
-    (res,) = export_snapshot(uri, [table], dt.date.today().isoformat(), store, ExportOptions(workers=workers, force=True))
+    (res,) = export_snapshot(uri, [table], dt.date.today().isoformat(), store, ExportOptions(workers=workers, force=True, incremental=False))
     seconds = time.perf_counter() - t0
     paths = [store.local_path(f"{res.prefix}/{f.path}") for f in res.manifest.files]
     return {"seconds": seconds, "rows": res.rows, "bytes": res.manifest.total_bytes, "paths": paths,

@@ -134,8 +134,9 @@ def test_release_asset_is_wired_into_the_definitions(defs_module):
     sensors = {s.name: s for s in defs.sensors}
     automated = sensors["release_automation"].asset_selection.resolve(graph)
     assert automated == {dg.AssetKey("dataset_card"), dg.AssetKey("hub_release")}
-    changes = sensors["upstream_changes"].asset_selection.resolve(graph)
-    assert changes == {dg.AssetKey("image"), dg.AssetKey("audio")}
+    # the change sensor requests tables only; everything downstream follows through release_automation
+    assert set(defs_module.table_keys) == {dg.AssetKey("image"), dg.AssetKey("audio")}
+    assert set(defs_module.release_keys) == {dg.AssetKey("dataset_card"), dg.AssetKey("hub_release")}
 
 
 def test_unconfigured_repo_is_one_clear_sentence(defs_module, instance, tmp_path):
@@ -329,3 +330,14 @@ def test_webhook_message_and_failures(hub_server, tmp_path):
         hook.close()
     notify_webhook(hook.url, result, [m], log=warnings.append, attempts=2, retry_wait=0.01, timeout=2)  # closed port
     assert len(warnings) == 3 and "secret" not in "".join(warnings)
+
+
+def test_release_follows_the_card(defs_module, instance, seeded_uri, tmp_path):
+    """The automation condition: once a date's card is (re)built, the release of that date is requested."""
+    instance.add_dynamic_partitions("snapshots", [FIRST])
+    first = dg.evaluate_automation_conditions(defs=defs_module.defs, instance=instance)
+    assert not first.get_requested_partitions(dg.AssetKey("hub_release"))
+    assert materialize(defs_module, instance, FIRST, seeded_uri, tmp_path / "store").success  # not the release
+    after = dg.evaluate_automation_conditions(defs=defs_module.defs, instance=instance, cursor=first.cursor)
+    assert after.get_requested_partitions(dg.AssetKey("hub_release")) == {FIRST}
+    assert not after.get_requested_partitions(dg.AssetKey("image"))

@@ -61,7 +61,7 @@ class ExportOptions:
     skip_existing: bool = False      # leave an existing complete snapshot alone and report it
     check_count: bool = True         # count(*) in the same snapshot and compare
     incremental: bool | None = None  # None: as the table configuration says; False: full export
-    queue_depth: int = 2             # batches read ahead per worker
+    queue_depth: int = 1             # batches read ahead per worker (each ~16 MiB)
 
 
 @dataclass

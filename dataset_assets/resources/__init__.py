@@ -65,7 +65,7 @@ class ExportSettings(dg.ConfigurableResource):
 
     workers: int = 0          # 0 = number of cores
     shard_mib: int = 512
-    row_group_mib: int = 64
+    row_group_mib: int = 32
     zstd_level: int = 1
 
     def options(self, *, force: bool = False) -> ExportOptions:
