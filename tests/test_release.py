@@ -122,8 +122,11 @@ def export(uri: str, store, date: str, tables=("image", "audio")) -> None:
 
 
 # --- definitions -----------------------------------------------------------------------------------------
-def test_release_asset_is_wired_into_the_definitions(defs_module):
-    defs = defs_module.defs
+def test_release_asset_is_wired_into_the_definitions(defs_module, monkeypatch):
+    monkeypatch.setenv("DATASET_ASSETS_HF_REPO", "org/configured")
+    from dataset_assets.definitions import build_definitions
+
+    defs = build_definitions()
     dg.Definitions.validate_loadable(defs)
     release = defs.resolve_assets_def("hub_release")
     assert release.partitions_def == defs.resolve_assets_def("image").partitions_def
@@ -137,6 +140,10 @@ def test_release_asset_is_wired_into_the_definitions(defs_module):
     # the change sensor requests tables only; everything downstream follows through release_automation
     assert set(defs_module.table_keys) == {dg.AssetKey("image"), dg.AssetKey("audio")}
     assert set(defs_module.release_keys) == {dg.AssetKey("dataset_card"), dg.AssetKey("hub_release")}
+    # without a configured repo the push does not follow by itself (it would only fail)
+    monkeypatch.delenv("DATASET_ASSETS_HF_REPO")
+    unconfigured = build_definitions().resolve_assets_def("hub_release")
+    assert unconfigured.automation_conditions_by_key.get(dg.AssetKey("hub_release")) is None
 
 
 def test_unconfigured_repo_is_one_clear_sentence(defs_module, instance, tmp_path):
@@ -332,12 +339,16 @@ def test_webhook_message_and_failures(hub_server, tmp_path):
     assert len(warnings) == 3 and "secret" not in "".join(warnings)
 
 
-def test_release_follows_the_card(defs_module, instance, seeded_uri, tmp_path):
+def test_release_follows_the_card(defs_module, instance, seeded_uri, tmp_path, monkeypatch):
     """The automation condition: once a date's card is (re)built, the release of that date is requested."""
+    monkeypatch.setenv("DATASET_ASSETS_HF_REPO", "org/configured")
+    from dataset_assets.definitions import build_definitions
+
+    defs = build_definitions()
     instance.add_dynamic_partitions("snapshots", [FIRST])
-    first = dg.evaluate_automation_conditions(defs=defs_module.defs, instance=instance)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert not first.get_requested_partitions(dg.AssetKey("hub_release"))
     assert materialize(defs_module, instance, FIRST, seeded_uri, tmp_path / "store").success  # not the release
-    after = dg.evaluate_automation_conditions(defs=defs_module.defs, instance=instance, cursor=first.cursor)
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert after.get_requested_partitions(dg.AssetKey("hub_release")) == {FIRST}
     assert not after.get_requested_partitions(dg.AssetKey("image"))

@@ -5,6 +5,7 @@ import dagster as dg
 
 from ..config import load_tables
 from ..engine.card import card_key, write_card
+from ..engine.lifecycle import ensure_draft
 from ..engine.verify import verify_table
 from ..errors import UserError
 from ..partitions import snapshots
@@ -26,6 +27,7 @@ def build_card_asset(table_keys: list[dg.AssetKey], automation_condition=None) -
         tables = list(load_tables())
         try:
             store = snapshot_store.open()
+            ensure_draft(store, date)  # a published card is part of an immutable snapshot
             # never document data that does not match its manifest
             bad = [p for t in tables for p in verify_table(store, date, t).problems]
             if bad:
