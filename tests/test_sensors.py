@@ -315,7 +315,7 @@ def test_unreachable_source_skips_and_keeps_the_cursor(ticker):
     before = ticker.cursor
     result = ticker.tick(uri=ticker.uri.rsplit("/", 1)[0] + "/no_such_database")
     assert not result.run_requests and "cannot read change signals" in result.skip_message
-    assert result.cursor is None and ticker.cursor == before
+    assert result.cursor in (None, before) and ticker.cursor == before
 
 
 def test_unreadable_cursor_starts_afresh(ticker):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .plan import TablePlan, primary_key
 from .source import quote_ident, quote_literal
 
-DEFAULT_CHUNK_ROWS = 5_000
+DEFAULT_CHUNK_ROWS = 2_000
 MAX_CHUNKS = 4_000
 
 
@@ -109,14 +109,25 @@ def _bounds_literal(col, boundaries: list[str]) -> str:
     return f"{quote_literal('{' + items + '}')}::{col.pg_type}[]"
 
 
-def fingerprints(cur, plan: TablePlan, boundaries: list[str]) -> dict[int, str]:
+def fingerprint_sql(plan: TablePlan, boundaries: list[str], extra: list[str] | None = None) -> str:
+    """Per chunk: (chunk, rows, sum of hashes) over the rows the export writes; ``extra`` narrows
+    it to a part of the heap so several connections can share the scan."""
     col = key_column(plan)
     bucket = f"width_bucket(t.{quote_ident(col.name)}, {_bounds_literal(col, boundaries)})" if boundaries else "0"
-    cur.execute(
-        f"SELECT {bucket} AS chunk, count(*), sum({_hash_expr(col)})::text "
-        f"FROM {quote_ident(plan.info.name)} AS t{plan.where()} GROUP BY 1"
-    )
-    return {int(c): f"{int(n)}:{s}" for c, n, s in cur.fetchall()}
+    return (f"SELECT {bucket} AS chunk, count(*), sum({_hash_expr(col)})::text "
+            f"FROM {quote_ident(plan.info.name)} AS t{plan.where(extra)} GROUP BY 1")
+
+
+def merge_fingerprints(parts: list[list[tuple]]) -> dict[int, str]:
+    """Counts and sums add up across parts of the heap."""
+    rows: dict[int, int] = {}
+    sums: dict[int, int] = {}
+    for part in parts:
+        for chunk, n, total in part:
+            c = int(chunk)
+            rows[c] = rows.get(c, 0) + int(n)
+            sums[c] = sums.get(c, 0) + int(total)
+    return {c: f"{rows[c]}:{sums[c]}" for c in rows}
 
 
 def chunk_sql(plan: TablePlan, boundaries: list[str], chunk: int) -> str:

@@ -32,7 +32,7 @@ from . import chunks as chunking_mod
 from . import source as src
 from .manifest import FileEntry, Manifest, encode_schema
 from .pgsnapshot import SharedSnapshot
-from .plan import TablePlan, plan_table
+from .plan import TablePlan, plan_table, split_pages
 from .progress import Progress
 from .schema import conform
 from .writer import ParquetOptions, ShardWriter
@@ -228,7 +228,7 @@ def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, st
         base_date, base, old = None, None, None
         boundaries = chunking_mod.choose_boundaries(shared.cur, plan, plan.config.chunk_rows)
     t0 = time.perf_counter()
-    fps = chunking_mod.fingerprints(shared.cur, plan, boundaries)
+    fps = _parallel_fingerprints(shared, plan, boundaries, options.workers)
     old_fps = old.fingerprints if old else {}
     changed = sorted(c for c in set(fps) | set(old_fps) if fps.get(c) != old_fps.get(c)) if old else sorted(fps)
     changed_set = set(changed)
@@ -249,6 +249,35 @@ def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, st
     log(f"{plan.info.name}: {len(fps)} chunks fingerprinted in {time.perf_counter() - t0:.2f}s; "
         f"{len(changed)} changed" + (f" since {base_date}" if base_date else " (no earlier snapshot to build on)"))
     return chunking, units, reuse, reused
+
+
+def _parallel_fingerprints(shared: SharedSnapshot, plan: TablePlan, boundaries: list[str], workers: int) -> dict[int, str]:
+    """One fingerprint scan split over ``workers`` connections by heap range (same snapshot)."""
+    parts: list = []
+    errors: list[BaseException] = []
+
+    def scan(lo, hi) -> None:
+        try:
+            conn, cur = shared.join()
+            try:
+                preds = [p for p in (f"t.ctid >= '({lo},0)'::tid" if lo is not None else None,
+                                     f"t.ctid < '({hi},0)'::tid" if hi is not None else None) if p]
+                cur.execute(chunking_mod.fingerprint_sql(plan, boundaries, preds))
+                parts.append(cur.fetchall())
+            finally:
+                conn.close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+
+    ranges = split_pages(plan.pages, workers)
+    threads = [threading.Thread(target=scan, args=r, daemon=True) for r in ranges]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise _source_failure(shared.uri, errors[0])
+    return chunking_mod.merge_fingerprints(parts)
 
 
 class _Counter:

@@ -80,16 +80,17 @@ def plan_table(cur, cfg: TableConfig, workers: int) -> TablePlan:
     filters, desc = build_filters(cfg, info, cur)
     pages = catalog.relation_pages(cur, info.oid, info.block_size)
     est = catalog.estimated_rows(cur, info.oid)
-    return TablePlan(cfg, info, schema, filters, desc, pages, est, split_pages(pages, workers))
+    return TablePlan(cfg, info, schema, filters, desc, pages, est, split_pages(pages, 2 * max(1, workers)))
 
 
-def split_pages(pages: int, workers: int) -> tuple[tuple[int | None, int | None], ...]:
-    """About two ranges per worker for balance; small tables get one range.
+def split_pages(pages: int, parts: int) -> tuple[tuple[int | None, int | None], ...]:
+    """Up to ``parts`` ranges of at least 64 pages; small tables get one range.
 
-    The first range is open below and the last open above, so the ranges cover
-    the whole heap whatever its size when the reads run.
+    The export asks for two ranges per worker, for balance. The first range is
+    open below and the last open above, so the ranges cover the whole heap
+    whatever its size when the reads run.
     """
-    n = max(1, min(2 * max(1, workers), pages // 64))
+    n = max(1, min(max(1, parts), pages // 64))
     step = -(-pages // n) if pages else 1
     bounds = [i * step for i in range(1, n)]
     los: list[int | None] = [None] + bounds

@@ -1,0 +1,98 @@
+"""Incremental snapshots: how long the next snapshot takes after 1% of the rows changed.
+
+In ONE run, on a copy of the benchmark's `image` table (database `bench_inc`,
+made from `bench` with CREATE DATABASE ... TEMPLATE, so `bench` stays intact):
+
+1. full export (physical order, ctid ranges)                 -> the reference time
+2. first incremental snapshot (chooses chunks, reads all)    -> the base
+3. change 1% of the rows (`change_rows`: 60% updates, 30% inserts, 10% deletes),
+   either clustered in key space (--mode clustered, 10 runs) or uniformly random
+4. next incremental snapshot                                 -> reads changed chunks only
+
+Prints each time and the ratio (next incremental / full); the target is <= 0.15
+for the clustered case. Usage: python bench/incremental.py [--rows 1000000] [--mode clustered|random]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import run as bench  # noqa: E402  (the main benchmark: seeding and the embedded server)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--mode", choices=["clustered", "random"], default="clustered")
+    p.add_argument("--fraction", type=float, default=0.01)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--chunk-rows", type=int, default=None, help="override tables.yaml chunk_rows")
+    args = p.parse_args(argv)
+
+    import os
+
+    from dataset_assets.engine.embedded import drop_database, embedded_uri
+    from dataset_assets.engine.export import ExportOptions, export_snapshot
+    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.stores import LocalStore
+
+    workers = args.workers or (os.cpu_count() or 2)
+    src, owned = bench.resolve_source(None, "bench")
+    bench.ensure_seeded(src, args.rows, False, owned)
+    server = embedded_uri(bench.DEFAULT_DATA_DIR)
+    drop_database(server, "bench_inc")
+    with bench.connect_adbc(server) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'bench' AND pid <> pg_backend_pid()")
+        cur.execute('CREATE DATABASE "bench_inc" TEMPLATE "bench"')
+    uri = bench._with_db(src, "bench_inc")
+    bench.warm_up(uri)
+
+    cfg = bench.WORK_DIR / "inc-tables.yaml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    chunk = f"\n    chunk_rows: {args.chunk_rows}" if args.chunk_rows else ""
+    cfg.write_text(f"tables:\n  image:\n    primary_key: identifier\n    tombstone_table: deleted_image{chunk}\n")
+    os.environ["DATASET_ASSETS_TABLES"] = str(cfg)
+    root = bench.WORK_DIR / "inc-store"
+    shutil.rmtree(root, ignore_errors=True)
+    store = LocalStore(root)
+
+    def timed(label, date, **kw):
+        t0 = time.perf_counter()
+        [r] = export_snapshot(uri, ["image"], date, store, ExportOptions(workers=workers, **kw),
+                              log=lambda m: print(f"    {m}", flush=True))
+        s = time.perf_counter() - t0
+        ch = r.manifest.chunking or {}
+        print(f"{label:<34} {s:7.2f}s  rows exported {r.manifest.timings['rows_exported']:>9,}  "
+              f"files {len(r.manifest.files):>4}  changed chunks {ch.get('changed_chunks', '-')}/{len(ch.get('fingerprints', {})) or '-'}",
+              flush=True)
+        return s, r
+
+    full_s, _ = timed("full export (ctid ranges)", "2026-01-01", incremental=False)
+    base_s, base = timed("first incremental (all chunks)", "2026-01-02")
+    t0 = time.perf_counter()
+    changed = change_rows(uri, "image", fraction=args.fraction, seed=1, mode=args.mode)
+    print(f"changed rows ({args.mode}): {changed} in {time.perf_counter() - t0:.1f}s", flush=True)
+    next_s, nxt = timed("next incremental (after the change)", "2026-01-03")
+    ratio = next_s / full_s
+    print(f"next incremental / full export: {ratio:.3f} (target <= 0.15) {'PASS' if ratio <= 0.15 else 'FAIL'}")
+    out = {"rows": args.rows, "mode": args.mode, "fraction": args.fraction, "workers": workers,
+           "full_s": full_s, "first_incremental_s": base_s, "next_incremental_s": next_s, "ratio": ratio,
+           "changed": changed, "changed_chunks": nxt.manifest.chunking["changed_chunks"],
+           "chunks": len(nxt.manifest.chunking["fingerprints"]), "machine": bench.machine_info()}
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"incremental-{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(out, indent=2))
+    drop_database(server, "bench_inc")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
