@@ -71,5 +71,9 @@ def table_metadata(store: Store, result: TableResult) -> dict:
         "root_hash": m.root_hash,
         "source": dg.MetadataValue.json(m.source),
         "source_snapshot": m.source_snapshot.get("txid_snapshot", ""),
+        "rows_exported": t.get("rows_exported", m.row_count),
+        "rows_reused": t.get("rows_reused", 0),
+        "files_reused": sum(1 for f in m.files if f.reused_from),
+        "changed_chunks": (m.chunking or {}).get("changed_chunks", -1),
         "preview": dg.MetadataValue.md(preview(store, result)),
     }

@@ -79,7 +79,7 @@ class PublishPlan:
 
     def summary(self) -> str:
         def count(files: list) -> str:
-            return f"{len(files)} file{'s' if len(files) != 1 else ''} ({_human(sum(f.size for f in files))})"
+            return f"{len(files)} file{'s' if len(files) != 1 else ''} ({human_size(sum(f.size for f in files))})"
 
         return (f"snapshot {self.snapshot} -> {self.repo_id} (head {(self.head or 'none')[:12]}): "
                 f"add {count(self.added)}, delete {count(self.delete)}, keep {count(self.kept)}")
@@ -87,7 +87,7 @@ class PublishPlan:
     def lines(self) -> list[str]:
         """One line per file, for a dry run."""
         rows = [("add", f) for f in self.added] + [("delete", f) for f in self.delete] + [("keep", f) for f in self.kept]
-        return [f"  {verb:<6} {f.path}  {_human(f.size)}" for verb, f in rows]
+        return [f"  {verb:<6} {f.path}  {human_size(f.size)}" for verb, f in rows]
 
 
 @dataclass(frozen=True)
@@ -444,7 +444,7 @@ def _is_network_error(err: Exception) -> bool:
     return isinstance(err, (httpx2.TransportError, ConnectionError, TimeoutError))
 
 
-def _human(size: int) -> str:
+def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB"):
         if value < 1000 or unit == "GB":

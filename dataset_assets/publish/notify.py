@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ..engine.manifest import Manifest
 from ..stores.base import MANIFEST, Store
-from .hub import PublishResult
+from .hub import PublishResult, human_size
 
 TIMEOUT = 10.0
 ATTEMPTS = 3
@@ -50,7 +50,7 @@ def load_snippet(repo_id: str, tag: str, table: str) -> str:
 def message(result: PublishResult, manifests: Iterable[Manifest]) -> str:
     """The one-paragraph announcement of a published snapshot."""
     manifests = list(manifests)
-    tables = ", ".join(f"{m.table} ({m.row_count:,} rows, {_human(m.total_bytes)})" for m in manifests) or "no tables"
+    tables = ", ".join(f"{m.table} ({m.row_count:,} rows, {human_size(m.total_bytes)})" for m in manifests) or "no tables"
     commit = f", commit {result.commit_sha[:12]}" if result.commit_sha else ""
     how = ""
     if manifests:
@@ -101,12 +101,3 @@ def notify_webhook(
             time.sleep(retry_wait * 2 ** (attempt - 1))
     warn(f"Could not notify the webhook at {where} ({problem}) about snapshot {result.snapshot}; "
          "the snapshot is published all the same.")
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"

@@ -258,7 +258,7 @@ def evaluate(context: dg.SensorEvaluationContext, source_db: SourceDatabase, sna
             if reason is None:
                 if committed is not None and not current.same_state_as(committed):
                     # same data, different reading (a statistics reset, a restart): new baseline
-                    if current.stats_were_reset(committed):
+                    if current.stats_were_reset(committed) or current.stats_reset != committed.stats_reset:
                         notes.append(f"{name}: statistics were reset; unchanged, new baseline")
                     entry["committed"] = current.as_dict()
                 continue
