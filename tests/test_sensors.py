@@ -263,12 +263,14 @@ def test_same_day_updates_off_waits_for_the_next_date(ticker, today, monkeypatch
 
 def test_stats_reset_alone_does_not_trigger_a_snapshot(ticker):
     ticker.settle()
+    # resetting one table's counters moves the database's reset time: not a change of the other table
+    sql(ticker.uri, "SELECT pg_stat_reset_single_table_counters('image'::regclass)")
+    result = ticker.tick()
+    assert not result.run_requests, ticker.requested(result)
     sql(ticker.uri, "SELECT pg_stat_reset()")
     result = ticker.tick()
     assert not result.run_requests, ticker.requested(result)
     assert "statistics were reset" in result.skip_message
-    assert not ticker.tick().run_requests
-    sql(ticker.uri, "SELECT pg_stat_reset_single_table_counters('image'::regclass)")
     assert not ticker.tick().run_requests
     # after the reset, a change seen only by the counters is still noticed
     from dataset_assets.engine.seed import change_rows
@@ -351,3 +353,32 @@ def test_signal_reads_no_table_only_indexes(seeded_uri):
     for rel in ("image", "audio", "deleted_image", "deleted_audio"):
         assert after[rel][0] == before[rel][0], f"{rel} was scanned"
     assert after["image"][1] > before["image"][1] and after["audio"][1] > before["audio"][1]
+
+
+def _sig(counters=(10, 2, 1, 3, 0, 0), maxima=(("updated_on", "t1"),), relations="r", stats_reset=None, started="s"):
+    from dataset_assets.engine.changes import ChangeSignal
+
+    return ChangeSignal(started=started, stats_reset=stats_reset, relations=relations, counters=tuple(counters),
+                        maxima=tuple(maxima))
+
+
+@pytest.mark.parametrize("new, changed", [
+    (_sig(), False),
+    (_sig(started="restarted"), False),                              # a clean restart keeps the counters
+    (_sig(stats_reset="other table reset"), False),                  # the db reset time alone is no change
+    (_sig(counters=(0, 0, 0, 0, 0, 0), stats_reset="reset"), False),  # pg_stat_reset(), nothing written since
+    (_sig(counters=(0, 0, 0, 3, 0, 0)), False),                      # only the table's counters reset
+    (_sig(counters=(0, 1, 0, 3, 0, 0)), True),                       # ... and one update since
+    (_sig(counters=(10, 2, 2, 3, 0, 0)), True),                      # a delete
+    (_sig(counters=(10, 2, 1, 4, 0, 0)), True),                      # a tombstone
+    (_sig(maxima=(("updated_on", "t2"),)), True),
+    (_sig(maxima=()), False),                                        # an index dropped: nothing to compare
+    (_sig(relations="rewritten"), True),
+])
+def test_change_rules(new, changed):
+    old = _sig()
+    assert (new.changed_since(old) is not None) is changed, new.changed_since(old)
+    assert _sig().changed_since(None) == "no committed snapshot yet"
+    from dataset_assets.engine.changes import ChangeSignal
+
+    assert ChangeSignal.from_dict(json.loads(json.dumps(new.as_dict()))) == new

@@ -59,6 +59,12 @@ def test_daemon_snapshots_changed_table_and_refreshes_the_card(mutable_uri, tmp_
     env = {k: v for k, v in os.environ.items() if k != "DATASET_ASSETS_SENSORS"}
     env.update(DAGSTER_HOME=str(home), DATASET_ASSETS_SOURCE_URI=mutable_uri, DATASET_ASSETS_STORE_URL=str(store_dir),
                DATASET_ASSETS_SENSOR_INTERVAL="5", DATASET_ASSETS_AUTOMATION_INTERVAL="5", DATASET_ASSETS_WORKERS="1")
+    # create the instance's sqlite storages before the daemon starts: two processes migrating
+    # fresh storages at once can trip over each other (alembic revision errors)
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.get_runs(limit=1)
+    instance.all_instigator_state()
+    instance.fetch_materializations(dg.AssetKey("image"), limit=1)
     daemon = str(Path(sys.executable).parent / "dagster-daemon")
     proc = subprocess.Popen(
         [daemon, "run", "-w", str(ROOT / "workspace.yaml")],
@@ -66,7 +72,7 @@ def test_daemon_snapshots_changed_table_and_refreshes_the_card(mutable_uri, tmp_
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
     )
     try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        with instance:
             today = dt.datetime.now(dt.timezone.utc).date().isoformat()
             t0 = time.time()
 
@@ -92,7 +98,10 @@ def test_daemon_snapshots_changed_table_and_refreshes_the_card(mutable_uri, tmp_
             assert _latest(instance, "image", today) == image0, "image was snapshotted again"
             runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "upstream_changes"}))
             keys = sorted(r.tags["dagster/run_key"] for r in runs)
-            assert [k.split("/")[0] for k in keys].count("audio") == 2 and [k.split("/")[0] for k in keys].count("image") == 1, keys
+            tables = [k.split("/")[0] for k in keys]
+            # audio: the first snapshot and the change (a third request is possible, not more: if the
+            # change's statistics were published just after the tick that saw max(updated_on) move)
+            assert tables.count("image") == 1 and 2 <= tables.count("audio") <= 3, keys
             assert _latest(instance, "dataset_card", today) > card0
             print(f"first release {t1 - t0:.0f}s, change to new card {t2 - t1:.0f}s")
     finally:

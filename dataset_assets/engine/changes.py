@@ -98,8 +98,13 @@ class ChangeSignal:
             unindexed=tuple(d.get("unindexed") or ()),
         )
 
+    def _groups(self, old: ChangeSignal):
+        """(current, old) counter triples per relation (table, tombstone table)."""
+        for i in range(0, max(len(self.counters), len(old.counters)), 3):
+            yield tuple(self.counters[i:i + 3]), tuple(old.counters[i:i + 3])
+
     def stats_were_reset(self, old: ChangeSignal) -> bool:
-        """The table's counters restarted since ``old`` (a reset of its statistics, or a crash).
+        """Counters of the table or its tombstone table restarted since ``old`` (a reset, a crash).
 
         Only a counter that went down says so. The database's ``stats_reset``
         time is no evidence: any per-table or per-function reset moves it, also
@@ -107,13 +112,24 @@ class ChangeSignal:
         """
         return any(c < o for c, o in zip(self.counters, old.counters))
 
+    def writes_since(self, old: ChangeSignal) -> int:
+        """Row writes counted since ``old``; a relation whose counters restarted counts from zero."""
+        total = 0
+        for cur, prev in self._groups(old):
+            if len(cur) != len(prev) or any(c < p for c, p in zip(cur, prev)):
+                total += sum(cur)
+            else:
+                total += sum(c - p for c, p in zip(cur, prev))
+        return total
+
     def changed_since(self, old: ChangeSignal | None) -> str | None:
         """Why the table may have changed since ``old`` was read, or None if it has not.
 
         Same relations and indexed maxima are required. Then the counters
         decide: equal counters are no change (also across a restart, which
         keeps them, or a reset of other tables' statistics); grown counters
-        are a change; if a counter went down, they restarted from zero
+        are a change; if a counter of the table (or of its tombstone table)
+        went down, that relation's counters restarted from zero
         (``pg_stat_reset()``, a per-table reset, a crash) and only writes
         counted since then are a change: a reset by itself is not, and the
         caller should take this signal as the new baseline (see
@@ -134,11 +150,12 @@ class ChangeSignal:
                 return f"max({col}) moved from {old_max[col]} to {value}"
         if self.counters == old.counters:
             return None
-        if self.stats_were_reset(old):
-            if any(self.counters):
-                return f"{sum(self.counters)} row writes counted since the statistics were reset"
+        writes = self.writes_since(old)
+        if not writes:
             return None
-        return f"{sum(c - o for c, o in zip(self.counters, old.counters))} row writes counted"
+        if self.stats_were_reset(old):
+            return f"{writes} row writes counted since the statistics were reset"
+        return f"{writes} row writes counted"
 
     def same_state_as(self, old: ChangeSignal) -> bool:
         """Nothing changed and nothing about the reading differs either (no rebase needed)."""
