@@ -61,7 +61,8 @@ class ExportOptions:
     skip_existing: bool = False      # leave an existing complete snapshot alone and report it
     check_count: bool = True         # count(*) in the same snapshot and compare
     incremental: bool | None = None  # None: as the table configuration says; False: full export
-    queue_depth: int = 1             # batches read ahead per worker (each ~16 MiB)
+    queue_depth: int = 1             # batches read ahead per worker
+    batch_bytes: int = 8 << 20      # size of the driver's Arrow batches
 
 
 @dataclass
@@ -350,11 +351,13 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, 
 
 
 _END = object()
+BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 
 
 def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, staging, options: ExportOptions,
                progress: Progress, counter: _Counter, stop: threading.Event) -> list[FileEntry]:
     """Stream one range: a reader thread decodes batches while this thread writes parquet."""
+    cur.adbc_statement.set_options(**{BATCH_HINT_OPTION: str(options.batch_bytes)})
     cur.execute(sql)
     reader = cur.fetch_record_batch()
     q: queue.Queue = queue.Queue(maxsize=options.queue_depth)
