@@ -72,3 +72,21 @@ def store(tmp_path):
     from dataset_assets.stores import LocalStore
 
     return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="module")
+def defs_module():
+    """The code location's module (``defs``, ``assets``, ``asset_checks``, key lists)."""
+    from dataset_assets import definitions
+
+    return definitions
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """A real Dagster instance (sqlite) in a temporary DAGSTER_HOME."""
+    import dagster as dg
+
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+        yield inst

@@ -13,20 +13,6 @@ from platform_helpers import check_results, materialization_metadata, materializ
 DATE = "2026-11-20"
 
 
-@pytest.fixture(scope="module")
-def defs_module():
-    from dataset_assets import definitions
-
-    return definitions
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
-        yield inst
-
-
 def test_definitions_load(defs_module):
     defs = defs_module.defs
     dg.Definitions.validate_loadable(defs)

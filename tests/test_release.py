@@ -25,20 +25,6 @@ FIRST, SECOND = "2026-12-01", "2026-12-02"
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def defs_module():
-    from dataset_assets import definitions
-
-    return definitions
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
-        yield inst
-
-
 class Webhook:
     """A tiny chat webhook on 127.0.0.1: records every POST body, answers ``status``."""
 

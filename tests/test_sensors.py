@@ -22,20 +22,6 @@ DATE = "2026-11-22"
 NEXT = "2026-11-23"
 
 
-@pytest.fixture(scope="module")
-def defs_module():
-    from dataset_assets import definitions
-
-    return definitions
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
-        yield inst
-
-
 @pytest.fixture
 def today(monkeypatch):
     from dataset_assets.sensors import changes
