@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 
 from .errors import UserError
@@ -42,15 +43,20 @@ def run(image_rows: int, audio_rows: int, snapshot: str | None) -> int:
 
     import dagster as dg
 
-    from .definitions import assets, asset_checks, defs
+    from .definitions import asset_checks, assets, defs
     from .partitions import snapshots
+    from .resources import ENV_HF_REPO
 
     date = snapshot or dt.date.today().isoformat()
     instance = dg.DagsterInstance.get()
     if not instance.has_dynamic_partition(snapshots.name, date):
         instance.add_dynamic_partitions(snapshots.name, [date])
     print(f"materialising snapshot {date} through Dagster (instance {env['DAGSTER_HOME']}) ...", file=sys.stderr)
-    result = dg.materialize([*assets, *asset_checks], instance=instance, partition_key=date,
+    selection = dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks()
+    if not os.environ.get(ENV_HF_REPO):  # without a repo there is nothing to push to
+        selection = selection - dg.AssetSelection.assets("hub_release")
+        print(f"(set {ENV_HF_REPO} and HF_TOKEN to also push the snapshot to the Hub)", file=sys.stderr)
+    result = dg.materialize([*assets, *asset_checks], instance=instance, partition_key=date, selection=selection,
                             resources=defs.resources, raise_on_error=False,
                             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
