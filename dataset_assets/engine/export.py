@@ -22,7 +22,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import TableConfig, table_config

@@ -35,12 +35,12 @@ import hashlib
 import json
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..errors import SourceError, UserError
+from .source import connect, redact
 
 SLAB_ROWS = 200_000
 DEFAULT_ROWS = 100_000
@@ -736,21 +736,12 @@ def _tombstone_sql(table: str, seed: int) -> str:
 
 
 def _connect(uri: str, autocommit: bool = False):
-    import adbc_driver_postgresql.dbapi as pg
-
-    try:
-        return pg.connect(uri, autocommit=autocommit)
-    except Exception as err:
-        raise SourceError(f"Cannot connect to {_redact(uri)} ({_first_line(err)}); check that the database is running.") from None
+    return connect(uri, autocommit=autocommit)  # clear one-sentence errors for host, user, database
 
 
 def _first_line(err: BaseException) -> str:
     s = str(err).strip()
     return s.splitlines()[0] if s else type(err).__name__
-
-
-def _redact(uri: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", uri)
 
 
 def _scalar(cur, sql: str):
@@ -825,7 +816,7 @@ def seed(
         raise
     except Exception as err:
         conn.rollback()
-        raise SourceError(f"Seeding failed on {_redact(uri)}: {_first_line(err)}") from err
+        raise SourceError(f"Seeding failed on {redact(uri)}: {_first_line(err)}") from err
     finally:
         conn.close()
     _analyze(uri, [t for t in tables] + [f"{TOMBSTONE_PREFIX}{t}" for t in tables])
@@ -977,7 +968,7 @@ def change_rows(
         raise
     except Exception as err:
         conn.rollback()
-        raise SourceError(f"Changing rows of {table} failed on {_redact(uri)}: {_first_line(err)}") from err
+        raise SourceError(f"Changing rows of {table} failed on {redact(uri)}: {_first_line(err)}") from err
     finally:
         conn.close()
     return {k: done[k] for k in ("update", "insert", "delete")}
