@@ -76,6 +76,20 @@ def test_list_is_recursive_sorted_and_path_based(store):
     assert list(store.iter_prefixes("s")) == ["s/2026-01-02", "s/2026-01-020"]
 
 
+def test_iter_prefixes_lists_one_level(store):
+    store.put_bytes("snapshots/2026-01-02/image/a.parquet", b"1")
+    store.put_bytes("snapshots/2026-01-02/audio/deep/b.parquet", b"2")
+    store.put_bytes("snapshots/2026-01-01/README.md", b"3")
+    store.put_bytes("snapshots/top.txt", b"4")
+    assert list(store.iter_prefixes("snapshots")) == ["snapshots/2026-01-01", "snapshots/2026-01-02"]
+    assert list(store.iter_prefixes("snapshots/2026-01-02/")) == ["snapshots/2026-01-02/audio", "snapshots/2026-01-02/image"]
+    assert list(store.iter_prefixes("snapshots/2026-01-01")) == []
+    assert list(store.iter_prefixes("nothing/here")) == []
+    store.staging_dir("snapshots/2026-01-03/image")  # staging is never a child
+    assert "snapshots/.staging" not in list(store.iter_prefixes("snapshots"))
+    assert all(not p.startswith(".") for p in store.iter_prefixes(""))
+
+
 def test_delete_prefix(store):
     for key in ["d/x/1", "d/x/sub/2", "d/xy/3", "d/z"]:
         store.put_bytes(key, b"1")

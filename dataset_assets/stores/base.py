@@ -102,14 +102,6 @@ class Store(ABC):
     def is_complete(self, prefix: str) -> bool:
         return self.exists(f"{prefix.rstrip('/')}/{SUCCESS}")
 
+    @abstractmethod
     def iter_prefixes(self, prefix: str) -> Iterator[str]:
-        """Immediate child 'directories' of prefix."""
-        seen: set[str] = set()
-        base = prefix.rstrip("/") + "/"
-        for obj in self.list(base):
-            rest = obj.key[len(base):]
-            if "/" in rest:
-                child = rest.split("/", 1)[0]
-                if child not in seen:
-                    seen.add(child)
-                    yield base + child
+        """Immediate child 'directories' of ``prefix``, without listing what is below them."""

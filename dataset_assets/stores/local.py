@@ -6,7 +6,7 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,6 +79,15 @@ class LocalStore(Store):
                 full = Path(dirpath) / f
                 out.append(StoredObject(full.relative_to(self.root).as_posix(), full.stat().st_size))
         return sorted(out, key=lambda o: o.key)
+
+    def iter_prefixes(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return
+        rel = prefix.strip("/")
+        for child in sorted(base.iterdir()):
+            if child.is_dir() and child.name not in (STAGING, TRASH):
+                yield f"{rel}/{child.name}" if rel else child.name
 
     def delete_prefix(self, prefix: str) -> None:
         p = self._path(prefix)

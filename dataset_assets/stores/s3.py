@@ -32,7 +32,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,6 +278,25 @@ class S3Store(Store):
             if head is not None:
                 out = [StoredObject(self._rel(self._key(rel)), head["ContentLength"])]
         return sorted(out, key=lambda o: o.key)
+
+    def iter_prefixes(self, prefix: str) -> Iterator[str]:
+        """One delimited listing of the level below ``prefix`` (not every object under it)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        rel = prefix.strip("/")
+        base = self._key(rel)
+        s3_prefix = f"{base}/" if base else ""
+        children = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=s3_prefix, Delimiter="/")
+            for page in pages:
+                for cp in page.get("CommonPrefixes", ()):
+                    child = self._rel(cp["Prefix"].rstrip("/"))
+                    if not _hidden(child + "/"):
+                        children.append(child)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, "list", rel or None) from None
+        yield from sorted(children)
 
     def _list_raw(self, s3_prefix: str) -> list[StoredObject]:
         """Every object whose S3 key starts with ``s3_prefix`` (keys relative to the store root)."""
