@@ -7,15 +7,20 @@ from .resources import default_resources
 from .sensors import build_sensors
 
 
+def split_keys(assets) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
+    """(table snapshots, everything downstream of them: card and push)."""
+    tables = [a.key for a in assets if a.group_names_by_key[a.key] == "snapshots"]
+    return tables, [a.key for a in assets if a.key not in tables]
+
+
 def build_definitions() -> dg.Definitions:
     """Everything from configuration and the environment (tests rebuild it under other settings)."""
     assets, asset_checks = build_assets()
-    table_keys = [a.key for a in assets if a.group_names_by_key[a.key] == "snapshots"]
-    release_keys = [a.key for a in assets if a.key not in table_keys]
+    tables, release = split_keys(assets)
     return dg.Definitions(
         assets=assets,
         asset_checks=asset_checks,
-        sensors=build_sensors(table_keys, release_keys),
+        sensors=build_sensors(tables, release),
         resources=default_resources(),
     )
 
@@ -23,5 +28,4 @@ def build_definitions() -> dg.Definitions:
 defs = build_definitions()
 assets = list(defs.assets)
 asset_checks = list(defs.asset_checks)
-table_keys = [a.key for a in assets if a.group_names_by_key[a.key] == "snapshots"]
-release_keys = [a.key for a in assets if a.key not in table_keys]
+table_keys, release_keys = split_keys(assets)

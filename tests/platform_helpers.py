@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
+
+ROOT = Path(__file__).resolve().parent.parent
 
 from dataset_assets.resources import ExportSettings, HubResource, SnapshotStore, SourceDatabase
 
@@ -52,3 +61,24 @@ def materialization_metadata(result, asset: str) -> dict:
             if m.asset_key.to_user_string() == asset:
                 return m.metadata
     raise AssertionError(f"no materialisation of {asset}")
+
+
+@contextlib.contextmanager
+def dagster_process(command: str, args: list[str], env: dict, log: Path):
+    """Run a Dagster command (``dagster``, ``dagster-daemon``) from this venv in its own
+    process group, SIGINT restored (see the Dagster notes), stopped with SIGTERM at the end."""
+    exe = str(Path(sys.executable).parent / command)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [exe, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
+        )
+        try:
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

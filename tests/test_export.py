@@ -38,7 +38,6 @@ def source_rows(uri: str, table: str, where: str = "") -> dict[str, dict]:
     with psycopg.connect(uri) as conn:
         cur = conn.execute(f'SELECT * FROM "{table}" {where}')
         names = [d.name for d in cur.description]
-        types = {d.name: d.type_code for d in cur.description}
         rows = {}
         for r in cur.fetchall():
             row = dict(zip(names, r))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import pytest
 
 from platform_helpers import check_results, materialization_metadata, materialize
 

@@ -4,19 +4,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import dagster as dg
-import pytest
 
-from platform_helpers import materialize
+from platform_helpers import ROOT, dagster_process, materialize
 
-ROOT = Path(__file__).resolve().parent.parent
 DATE = "2026-11-19"
 
 
@@ -56,20 +50,15 @@ def test_dagster_dev_launches_a_partition_over_graphql(seeded_uri, tmp_path):
     with dg.DagsterInstance.from_config(str(home)) as inst:
         inst.add_dynamic_partitions("snapshots", [DATE])
     port = _free_port()
-    dagster = str(Path(sys.executable).parent / "dagster")
-    proc = subprocess.Popen(
-        [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dev.log", "wb"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
-    )
-    try:
+    log = tmp_path / "dev.log"
+    with dagster_process("dagster", ["dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)], env, log) as proc:
         from dagster_graphql import DagsterGraphQLClient
 
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         deadline = time.time() + 180
         run_id = None
         while time.time() < deadline and run_id is None:
-            assert proc.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            assert proc.poll() is None, log.read_text()[-3000:]
             try:
                 run_id = client.submit_job_execution(
                     "__ASSET_JOB", repository_location_name="dataset_assets", repository_name="__repository__",
@@ -84,13 +73,6 @@ def test_dagster_dev_launches_a_partition_over_graphql(seeded_uri, tmp_path):
             if status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
                 break
             time.sleep(2)
-        assert status == dg.DagsterRunStatus.SUCCESS, (tmp_path / "dev.log").read_text()[-3000:]
+        assert status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-3000:]
         assert (store_dir / "snapshots" / DATE / "audio" / "_SUCCESS").exists()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode is not None

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import dagster as dg
 
-ROOT = Path(__file__).resolve().parent.parent
+from platform_helpers import ROOT, dagster_process
+
 TIMEOUT_FIRST = 150   # daemon start, two table runs, the card run
 TIMEOUT_CHANGE = 120  # a sensor tick, the audio run, an automation tick, the card run
 
@@ -65,49 +63,35 @@ def test_daemon_snapshots_changed_table_and_refreshes_the_card(mutable_uri, tmp_
     instance.get_runs(limit=1)
     instance.all_instigator_state()
     instance.fetch_materializations(dg.AssetKey("image"), limit=1)
-    daemon = str(Path(sys.executable).parent / "dagster-daemon")
-    proc = subprocess.Popen(
-        [daemon, "run", "-w", str(ROOT / "workspace.yaml")],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
-    )
-    try:
-        with instance:
-            today = dt.datetime.now(dt.timezone.utc).date().isoformat()
-            t0 = time.time()
+    with dagster_process("dagster-daemon", ["run", "-w", str(ROOT / "workspace.yaml")], env, log) as proc, instance:
+        today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+        t0 = time.time()
 
-            def first_release():
-                image, audio, card = (_latest(instance, a, today) for a in ("image", "audio", "dataset_card"))
-                return image and audio and card and card > max(image, audio)
+        def first_release():
+            image, audio, card = (_latest(instance, a, today) for a in ("image", "audio", "dataset_card"))
+            return image and audio and card and card > max(image, audio)
 
-            _wait(instance, log, proc, TIMEOUT_FIRST, "the first snapshots and their card", first_release)
-            assert (store_dir / "snapshots" / today / "README.md").exists()
-            t1 = time.time()
-            image0, audio0, card0 = (_latest(instance, a, today) for a in ("image", "audio", "dataset_card"))
-            # (whether or not the sensor has seen the first runs finish yet: a change made while a
-            # request is pending is requested once that request completes)
-            changed = change_rows(mutable_uri, "audio", 0.02, seed=21, kinds=("update", "delete"))
-            assert changed["update"] > 0
+        _wait(instance, log, proc, TIMEOUT_FIRST, "the first snapshots and their card", first_release)
+        assert (store_dir / "snapshots" / today / "README.md").exists()
+        t1 = time.time()
+        image0, audio0, card0 = (_latest(instance, a, today) for a in ("image", "audio", "dataset_card"))
+        # (whether or not the sensor has seen the first runs finish yet: a change made while a
+        # request is pending is requested once that request completes)
+        changed = change_rows(mutable_uri, "audio", 0.02, seed=21, kinds=("update", "delete"))
+        assert changed["update"] > 0
 
-            def second_release():
-                audio, card = _latest(instance, "audio", today), _latest(instance, "dataset_card", today)
-                return audio > audio0 and card > audio
+        def second_release():
+            audio, card = _latest(instance, "audio", today), _latest(instance, "dataset_card", today)
+            return audio > audio0 and card > audio
 
-            _wait(instance, log, proc, TIMEOUT_CHANGE, "the audio snapshot and a new card", second_release)
-            t2 = time.time()
-            assert _latest(instance, "image", today) == image0, "image was snapshotted again"
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "upstream_changes"}))
-            keys = sorted(r.tags["dagster/run_key"] for r in runs)
-            tables = [k.split("/")[0] for k in keys]
-            # audio: the first snapshot and the change (a third request is possible, not more: if the
-            # change's statistics were published just after the tick that saw max(updated_on) move)
-            assert tables.count("image") == 1 and 2 <= tables.count("audio") <= 3, keys
-            assert _latest(instance, "dataset_card", today) > card0
-            print(f"first release {t1 - t0:.0f}s, change to new card {t2 - t1:.0f}s")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _wait(instance, log, proc, TIMEOUT_CHANGE, "the audio snapshot and a new card", second_release)
+        t2 = time.time()
+        assert _latest(instance, "image", today) == image0, "image was snapshotted again"
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "upstream_changes"}))
+        keys = sorted(r.tags["dagster/run_key"] for r in runs)
+        tables = [k.split("/")[0] for k in keys]
+        # audio: the first snapshot and the change (a third request is possible, not more: if the
+        # change's statistics were published just after the tick that saw max(updated_on) move)
+        assert tables.count("image") == 1 and 2 <= tables.count("audio") <= 3, keys
+        assert _latest(instance, "dataset_card", today) > card0
+        print(f"first release {t1 - t0:.0f}s, change to new card {t2 - t1:.0f}s")

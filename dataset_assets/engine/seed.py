@@ -31,6 +31,7 @@ snapshots.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -739,6 +740,23 @@ def _connect(uri: str, autocommit: bool = False):
     return connect(uri, autocommit=autocommit)  # clear one-sentence errors for host, user, database
 
 
+@contextlib.contextmanager
+def _writing(uri: str, what: str):
+    """A connection whose uncommitted work is rolled back on failure; database errors
+    become one sentence naming what failed."""
+    conn = _connect(uri)
+    try:
+        yield conn
+    except UserError:
+        conn.rollback()
+        raise
+    except Exception as err:
+        conn.rollback()
+        raise SourceError(f"{what} failed on {redact(uri)}: {_first_line(err)}") from err
+    finally:
+        conn.close()
+
+
 def _first_line(err: BaseException) -> str:
     s = str(err).strip()
     return s.splitlines()[0] if s else type(err).__name__
@@ -777,8 +795,7 @@ def seed(
     for t in tables:
         _check_table(t)
     out: dict[str, int] = {}
-    conn = _connect(uri)
-    try:
+    with _writing(uri, "Seeding") as conn:
         with conn.cursor() as cur:
             for table in tables:
                 total = _rows_for(rows, table)
@@ -811,14 +828,6 @@ def seed(
                 out[f"{TOMBSTONE_PREFIX}{table}"] = _exec(cur, _tombstone_sql(table, seed))
                 out[table] = done
                 conn.commit()
-    except UserError:
-        conn.rollback()
-        raise
-    except Exception as err:
-        conn.rollback()
-        raise SourceError(f"Seeding failed on {redact(uri)}: {_first_line(err)}") from err
-    finally:
-        conn.close()
     _analyze(uri, [t for t in tables] + [f"{TOMBSTONE_PREFIX}{t}" for t in tables])
     return out
 
@@ -881,8 +890,7 @@ def change_rows(
         raise UserError(f"kinds must be a non-empty subset of update, insert, delete (got {list(kinds)!r}).")
     if not 0 <= fraction <= 1:
         raise UserError(f"fraction must be between 0 and 1, not {fraction!r}.")
-    conn = _connect(uri)
-    try:
+    with _writing(uri, f"Changing rows of {table}") as conn:
         with conn.cursor() as cur:
             cur.execute(f"SELECT count(*), max(updated_on)::text, (extract(epoch FROM max(updated_on)) * 1000000)::bigint FROM {table}")
             n_rows, base_ts, base_us = cur.fetchone()
@@ -963,14 +971,6 @@ def change_rows(
                     src = f"SELECT n::bigint AS n, NULL::uuid AS given_id FROM generate_series(1, {n_ins}) AS n"
                 done["insert"] = _exec(cur, _insert_sql(g, src, on_conflict=True))
         conn.commit()
-    except UserError:
-        conn.rollback()
-        raise
-    except Exception as err:
-        conn.rollback()
-        raise SourceError(f"Changing rows of {table} failed on {redact(uri)}: {_first_line(err)}") from err
-    finally:
-        conn.close()
     return {k: done[k] for k in ("update", "insert", "delete")}
 
 
