@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from dataset_assets.config import docs_dir
-from dataset_assets.engine.card import build_card, card_key, fill, render_card, write_card
+from dataset_assets.engine.card import build_card, card_key, fill, write_card
 from dataset_assets.engine.card_meta import size_category
 from dataset_assets.engine.catalog import Column, TableInfo
 from dataset_assets.engine.docs import check_documentation
@@ -335,11 +335,11 @@ def test_incomplete_table_is_refused(tmp_path):
     write_table_snapshot(store, "audio")
     (store.local_path(f"snapshots/{SNAPSHOT}/audio") / SUCCESS).unlink()
     with pytest.raises(UserError, match=r"no _SUCCESS marker"):
-        render_card(store, SNAPSHOT)
+        build_card(store, SNAPSHOT)
     with pytest.raises(UserError, match="has no table image"):
-        render_card(store, SNAPSHOT, ["image"])
+        build_card(store, SNAPSHOT, ["image"])
     with pytest.raises(UserError, match="no snapshot 2020-01-01"):
-        render_card(store, "2020-01-01")
+        build_card(store, "2020-01-01")
 
 
 def test_size_categories():

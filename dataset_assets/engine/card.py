@@ -109,11 +109,6 @@ def fill(template: str, sections: dict[str, Callable[[], str]]) -> tuple[str, li
     return text, problems
 
 
-def render_card(store: Store, snapshot: str, tables: list[str] | None = None, repo_id: str | None = None, **kwargs) -> str:
-    """The README.md text of ``snapshot`` (see :func:`build_card`)."""
-    return build_card(store, snapshot, tables, repo_id, **kwargs).text
-
-
 def write_card(store: Store, snapshot: str, tables: list[str] | None = None, repo_id: str | None = None, **kwargs) -> CardResult:
     """Build the card and store it atomically as ``snapshots/<snapshot>/README.md``."""
     result = build_card(store, snapshot, tables, repo_id, **kwargs)

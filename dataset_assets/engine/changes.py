@@ -66,7 +66,7 @@ from dataclasses import asdict, dataclass
 
 from ..config import TableConfig
 from ..errors import SourceError
-from .source import connect, quote_literal, redact
+from .source import connect, quote_ident, quote_literal, redact
 
 WATERMARK = "updated_on"          # newest change of a row of the table
 TOMBSTONE_WATERMARK = "deleted_on"  # newest tombstone
@@ -261,7 +261,7 @@ def read_signals(uri: str, tables: list[TableConfig]) -> dict[str, ChangeSignal]
                     pairs.append((tomb, TOMBSTONE_WATERMARK))
                 for rel, col in pairs:
                     if col in rel.indexed:
-                        probes.append((cfg.name, col, f"(SELECT max({_ident(col)}) FROM {rel.regclass})::text"))
+                        probes.append((cfg.name, col, f"(SELECT max({quote_ident(col)}) FROM {rel.regclass})::text"))
                     else:
                         unindexed[cfg.name].append(f"{rel.regclass}.{col}")
             values: list = []
@@ -299,6 +299,3 @@ def read_signals(uri: str, tables: list[TableConfig]) -> dict[str, ChangeSignal]
         )
     return out
 
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -37,7 +37,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import SourceError, UserError
@@ -133,29 +133,6 @@ def index_ddl(table: str) -> list[str]:
 def _exec(cur, sql: str) -> int:
     cur.execute(sql)
     return cur.rowcount
-
-
-def create_tables(conn, tables: Iterable[str], *, indexes: bool = True) -> None:
-    """Create the tables and their ``deleted_<table>`` tombstone tables.
-
-    ``conn`` is a DB-API connection (ADBC or psycopg); the statements run in its
-    current transaction and the caller commits. With ``indexes=False`` the
-    primary key and indexes of the main tables are left out (add them with
-    :func:`create_indexes` after a bulk load; :func:`seed` does this).
-    """
-    with conn.cursor() as cur:
-        for table in tables:
-            for stmt in table_ddl(table):
-                _exec(cur, stmt)
-            if indexes:
-                for stmt in index_ddl(table):
-                    _exec(cur, stmt)
-
-
-def create_indexes(conn, table: str) -> None:
-    with conn.cursor() as cur:
-        for stmt in index_ddl(table):
-            _exec(cur, stmt)
 
 
 # ---------------------------------------------------------------------------
@@ -385,7 +362,6 @@ class _Gen:
     def __init__(self, table: str, seed: int, namespace: str, *, fid_offset: int = 0, time_base: str | None = None):
         self.table = table
         self.seed = int(seed)
-        self.ns = namespace
         self.prefix = f"{self.seed}:{namespace}:"
         self.hashes: dict[str, int] = {}
         self.fid_offset = fid_offset
