@@ -191,11 +191,35 @@ def test_rows_changed_during_export_are_not_in_snapshot(mutable_uri, store):
     assert sum(r["title"] == "NEW DURING EXPORT" for r in after.values()) == 30
 
 
-def test_several_tables_share_one_snapshot(seeded_uri, store):
-    results = export_snapshot(seeded_uri, ["image", "audio"], DATE, store, ExportOptions(workers=2))
-    ids = {r.manifest.source_snapshot["snapshot_id"] for r in results}
-    assert len(ids) == 1
-    assert all(r.manifest.source_snapshot["txid_snapshot"] == results[0].manifest.source_snapshot["txid_snapshot"] for r in results)
+class ChangeAudioDuringImage(Progress):
+    """While `image` is being read (tables are exported one after the other),
+    deletes and updates `audio` rows from another connection."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.done = threading.Event()
+
+    def advance(self, rows, nbytes):
+        if self.done.is_set():
+            return
+        self.done.set()
+        with psycopg.connect(self.uri, autocommit=True) as c:
+            c.execute("UPDATE audio SET title = 'CHANGED DURING IMAGE' WHERE identifier IN (SELECT identifier FROM audio ORDER BY identifier LIMIT 40)")
+            c.execute("DELETE FROM audio WHERE identifier IN (SELECT identifier FROM audio ORDER BY identifier DESC LIMIT 40)")
+
+
+def test_several_tables_share_one_snapshot(mutable_uri, store):
+    """audio is read after image, yet it is as it was when the export began."""
+    where = "WHERE removed_from_source IS NOT TRUE AND identifier NOT IN (SELECT identifier FROM deleted_audio)"
+    before = source_rows(mutable_uri, "audio", where)
+    hook = ChangeAudioDuringImage(mutable_uri)
+    results = export_snapshot(mutable_uri, ["image", "audio"], DATE, store, ExportOptions(workers=2), progress=hook)
+    assert hook.done.is_set() and [r.table for r in results] == ["image", "audio"]
+    audio = read_snapshot(store, "audio")
+    assert sorted(audio.column("identifier").to_pylist()) == sorted(before)
+    assert "CHANGED DURING IMAGE" not in audio.column("title").to_pylist()
+    assert len(source_rows(mutable_uri, "audio", where)) < len(before)  # the change did land
+    assert len({r.manifest.source_snapshot["txid_snapshot"] for r in results}) == 1
 
 
 def test_manifest_and_marker(seeded_uri, store):
