@@ -22,9 +22,9 @@ def _source(args) -> str:
     uri = getattr(args, "source", None) or os.environ.get(SOURCE_ENV)
     if uri:
         return uri
-    from .engine.embedded import embedded_uri
+    from .local_env import default_source_uri
 
-    return embedded_uri()
+    return default_source_uri()  # the database `make demo` and `make dev` use
 
 
 def _store(args):

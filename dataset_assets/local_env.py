@@ -30,16 +30,22 @@ def dagster_home() -> Path:
     return home
 
 
-def prepare(database: str = DEMO_DATABASE) -> dict[str, str]:
+def default_source_uri() -> str:
+    """The embedded Postgres's demo database: the source when none is configured."""
+    from .engine.embedded import embedded_uri, ensure_database
+
+    return ensure_database(embedded_uri(), DEMO_DATABASE)
+
+
+def prepare() -> dict[str, str]:
     """Start the embedded Postgres, make sure the demo database exists, and set
     the environment variables the Dagster resources read. Returns them."""
-    from .engine.embedded import embedded_uri, ensure_database
     from .resources import ENV_SOURCE, ENV_STORE
     from .stores import default_store_url
 
     env = {
         "DAGSTER_HOME": str(dagster_home()),
-        ENV_SOURCE: os.environ.get(ENV_SOURCE) or ensure_database(embedded_uri(), database),
+        ENV_SOURCE: os.environ.get(ENV_SOURCE) or default_source_uri(),
         ENV_STORE: os.environ.get(ENV_STORE) or default_store_url(),
     }
     os.environ.update(env)

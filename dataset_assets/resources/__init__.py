@@ -40,9 +40,9 @@ class SourceDatabase(dg.ConfigurableResource):
     def resolve_uri(self) -> str:
         if self.uri:
             return self.uri
-        from ..engine.embedded import embedded_uri
+        from ..local_env import default_source_uri
 
-        return embedded_uri()
+        return default_source_uri()
 
 
 class SnapshotStore(dg.ConfigurableResource):
