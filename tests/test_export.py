@@ -159,11 +159,12 @@ def test_parallel_export_equals_single_worker(seeded_uri, tmp_path):
         assert pq.read_schema(four.local_path(f"{r4.prefix}/{f.path}")).remove_metadata() == a.schema.remove_metadata()
 
 
-class ChangeWhileRunning(Progress):
-    """On the first batch, commits inserts, updates and deletes from another connection."""
+class ChangeOnFirstBatch(Progress):
+    """When the export reports its first batch, commits ``statements`` from another connection."""
 
-    def __init__(self, uri):
+    def __init__(self, uri, *statements):
         self.uri = uri
+        self.statements = statements
         self.done = threading.Event()
 
     def advance(self, rows, nbytes):
@@ -171,14 +172,19 @@ class ChangeWhileRunning(Progress):
             return
         self.done.set()
         with psycopg.connect(self.uri, autocommit=True) as c:
-            c.execute("UPDATE image SET title = 'CHANGED DURING EXPORT' WHERE identifier IN (SELECT identifier FROM image ORDER BY identifier DESC LIMIT 50)")
-            c.execute("DELETE FROM image WHERE identifier IN (SELECT identifier FROM image ORDER BY identifier LIMIT 50)")
-            c.execute("INSERT INTO image SELECT (md5('new'||n))::uuid, now(), now(), NULL, 'flickr', 'flickr', NULL, NULL, 'https://new/'||n, NULL, NULL, 'by', '4.0', NULL, NULL, 'NEW DURING EXPORT', NULL, NULL, NULL, NULL, false FROM generate_series(1, 30) n")
+            for sql in self.statements:
+                c.execute(sql)
 
 
 def test_rows_changed_during_export_are_not_in_snapshot(mutable_uri, store):
     before = source_rows(mutable_uri, "image", "WHERE removed_from_source IS NOT TRUE AND identifier NOT IN (SELECT identifier FROM deleted_image)")
-    hook = ChangeWhileRunning(mutable_uri)
+    hook = ChangeOnFirstBatch(
+        mutable_uri,
+        "UPDATE image SET title = 'CHANGED DURING EXPORT' WHERE identifier IN (SELECT identifier FROM image ORDER BY identifier DESC LIMIT 50)",
+        "DELETE FROM image WHERE identifier IN (SELECT identifier FROM image ORDER BY identifier LIMIT 50)",
+        "INSERT INTO image SELECT (md5('new'||n))::uuid, now(), now(), NULL, 'flickr', 'flickr', NULL, NULL, 'https://new/'||n, NULL, NULL, "
+        "'by', '4.0', NULL, NULL, 'NEW DURING EXPORT', NULL, NULL, NULL, NULL, false FROM generate_series(1, 30) n",
+    )
     [res] = export_snapshot(mutable_uri, ["image"], DATE, store, ExportOptions(workers=2, parquet=ParquetOptions(row_group_bytes=1 * MiB)), progress=hook)
     assert hook.done.is_set()
     got = read_snapshot(store, "image")
@@ -191,28 +197,16 @@ def test_rows_changed_during_export_are_not_in_snapshot(mutable_uri, store):
     assert sum(r["title"] == "NEW DURING EXPORT" for r in after.values()) == 30
 
 
-class ChangeAudioDuringImage(Progress):
-    """While `image` is being read (tables are exported one after the other),
-    deletes and updates `audio` rows from another connection."""
-
-    def __init__(self, uri):
-        self.uri = uri
-        self.done = threading.Event()
-
-    def advance(self, rows, nbytes):
-        if self.done.is_set():
-            return
-        self.done.set()
-        with psycopg.connect(self.uri, autocommit=True) as c:
-            c.execute("UPDATE audio SET title = 'CHANGED DURING IMAGE' WHERE identifier IN (SELECT identifier FROM audio ORDER BY identifier LIMIT 40)")
-            c.execute("DELETE FROM audio WHERE identifier IN (SELECT identifier FROM audio ORDER BY identifier DESC LIMIT 40)")
-
-
 def test_several_tables_share_one_snapshot(mutable_uri, store):
     """audio is read after image, yet it is as it was when the export began."""
     where = "WHERE removed_from_source IS NOT TRUE AND identifier NOT IN (SELECT identifier FROM deleted_audio)"
     before = source_rows(mutable_uri, "audio", where)
-    hook = ChangeAudioDuringImage(mutable_uri)
+    # tables are exported one after the other: change audio while image is being read
+    hook = ChangeOnFirstBatch(
+        mutable_uri,
+        "UPDATE audio SET title = 'CHANGED DURING IMAGE' WHERE identifier IN (SELECT identifier FROM audio ORDER BY identifier LIMIT 40)",
+        "DELETE FROM audio WHERE identifier IN (SELECT identifier FROM audio ORDER BY identifier DESC LIMIT 40)",
+    )
     results = export_snapshot(mutable_uri, ["image", "audio"], DATE, store, ExportOptions(workers=2), progress=hook)
     assert hook.done.is_set() and [r.table for r in results] == ["image", "audio"]
     audio = read_snapshot(store, "audio")
