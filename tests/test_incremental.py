@@ -133,3 +133,26 @@ def test_incremental_equals_full_export_property(fresh_db, tmp_path_factory, sma
         [full] = export_snapshot(uri, ["audio"], day.isoformat(), full_store, ExportOptions(workers=2, incremental=False))
         assert inc.manifest.row_count == full.manifest.row_count
         assert rows(inc_store, inc.prefix) == rows(full_store, full.prefix)
+
+
+def test_chunk_read_is_checked_against_its_count(fresh_db, tmp_path, small_chunks, monkeypatch):
+    """Each chunk read must stream exactly the rows the fingerprint scan counted in the same
+    snapshot; a mismatch fails the export and publishes nothing."""
+    from dataset_assets.engine import chunks as chunks_mod
+    from dataset_assets.errors import UserError
+
+    uri = fresh_db("inc_count")
+    seed(uri, tables=["audio"], rows=1000, seed=5)
+    store = LocalStore(tmp_path / "s")
+    [base] = export_snapshot(uri, ["audio"], "2026-11-01", store, ExportOptions(workers=2))
+    assert base.manifest.timings["source_rows_counted"] == base.manifest.row_count
+    assert "per chunk" in base.manifest.timings["count_check"]
+    change_rows(uri, "audio", fraction=0.02, seed=3, mode="clustered")
+    real = chunks_mod.chunk_rows
+    monkeypatch.setattr(chunks_mod, "chunk_rows", lambda fp: real(fp) + 1)  # as if a row went missing in transit
+    with pytest.raises(UserError, match=r"chunk \d+ streamed \d+ rows but Postgres counted"):
+        export_snapshot(uri, ["audio"], "2026-11-02", store, ExportOptions(workers=2))
+    assert not store.is_complete("snapshots/2026-11-02/audio")
+    monkeypatch.setattr(chunks_mod, "chunk_rows", real)
+    [ok] = export_snapshot(uri, ["audio"], "2026-11-02", store, ExportOptions(workers=2))
+    assert ok.manifest.chunking["changed_chunks"] > 0 and store.is_complete(ok.prefix)

@@ -25,13 +25,15 @@ def build_table_checks(cfg: TableConfig) -> list[dg.AssetChecksDefinition]:
             raise dg.Failure(description=str(exc)) from None
 
     @dg.asset_check(asset=table, name="rows_match_source", blocking=True,
-                    description="Rows in the snapshot equal count(*) in the source at the same Postgres snapshot.")
+                    description="Rows in the snapshot equal count(*) in the source at the same Postgres snapshot "
+                                "(for an incremental snapshot: per chunk read, see the metadata).")
     def rows_match_source(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStore) -> dg.AssetCheckResult:
         _, _, m = manifest_for(context, snapshot_store)
         counted = m.timings.get("source_rows_counted")
         return dg.AssetCheckResult(
             passed=counted is not None and counted == m.row_count,
             metadata={"snapshot_rows": m.row_count, "source_rows": counted if counted is not None else -1,
+                      "how": m.timings.get("count_check") or "",
                       "source_snapshot": m.source_snapshot.get("txid_snapshot", "")},
             description=None if counted == m.row_count else f"source counted {counted}, snapshot holds {m.row_count}",
         )

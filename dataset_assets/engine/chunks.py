@@ -4,12 +4,22 @@ A chunk is a range of the primary key ``[b_i, b_{i+1})``; the boundaries are
 chosen once (from quantiles of the key) and then kept in every later manifest,
 so a chunk means the same rows' keys in every snapshot. Each chunk's
 *fingerprint* is computed inside Postgres, in the export's shared snapshot:
-``count(*)`` and ``sum(hash(key, xmin))`` over the rows the export would
-write (same filters). ``xmin`` changes whenever a row is inserted or updated,
-and a delete (or a tombstone, or ``removed_from_source``) changes the count
-and the sum, so any change to a chunk's exported rows changes its
-fingerprint. A chunk whose fingerprint is unchanged has exactly the rows it
-had, so its shard is reused byte for byte.
+``count(*)`` and ``sum(hash(key, xmin))`` over every row of the chunk, and,
+when tombstoned rows are excluded, the same over the chunk's rows of the
+tombstone table. ``xmin`` changes whenever a row is inserted or updated (so a
+row that becomes ``removed_from_source`` changes it too), a delete changes the
+count and the sum, and so does a tombstone added or removed; any change to a
+chunk's exported rows therefore changes its fingerprint. A chunk whose
+fingerprint is unchanged has exactly the rows it had, so its shard is reused
+byte for byte.
+
+The row filters are deliberately left out of the scan: evaluating
+``removed_from_source`` means decoding every row up to that column, and the
+anti-join probes the tombstones once per row; together that was 40 % of the
+scan (bench/README.md). A changed chunk is then read whole, with the filters'
+verdict as an extra column, so the rows streamed must equal the fingerprint's
+``count(*)`` (the count check of an incremental snapshot, with no second
+query); the client drops the rows the filters exclude.
 
 Caveats (documented in the README): a logical restore (pg_dump/pg_restore,
 VACUUM FULL keeps xmin) gives every row a new xmin, which only costs one full
@@ -60,14 +70,16 @@ class Chunking:
                    base_snapshot=d.get("base_snapshot"), changed_chunks=d.get("changed_chunks"),
                    reused_files=d.get("reused_files", 0))
 
-    def rows(self) -> int:
-        return sum(int(v.split(":", 1)[0]) for v in self.fingerprints.values())
+    def rows(self, chunks=None) -> int:
+        """Rows of the table in ``chunks`` (all by default), before filters."""
+        keys = self.fingerprints if chunks is None else chunks
+        return sum(chunk_rows(self.fingerprints[c]) for c in keys if c in self.fingerprints)
 
 
 def basis(plan: TablePlan, parquet: dict) -> str:
     """Everything besides the rows that shapes a shard: schema, filters, key, parquet settings."""
     payload = {"schema": plan.schema.describe(), "filters": list(plan.filters), "key": key_column(plan).name,
-               "parquet": parquet, "format": 1}
+               "parquet": parquet, "format": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -109,17 +121,34 @@ def _bounds_literal(col, boundaries: list[str]) -> str:
     return f"{quote_literal('{' + items + '}')}::{col.pg_type}[]"
 
 
+def _bucket(col, alias: str, boundaries: list[str]) -> str:
+    if not boundaries:
+        return "0"
+    return f"width_bucket({alias}.{quote_ident(col.name)}, {_bounds_literal(col, boundaries)})"
+
+
 def fingerprint_sql(plan: TablePlan, boundaries: list[str], extra: list[str] | None = None) -> str:
-    """Per chunk: (chunk, rows, sum of hashes) over the rows the export writes; ``extra`` narrows
-    it to a part of the heap so several connections can share the scan."""
+    """Per chunk: (chunk, rows, sum of hashes) over every row of the table (no filters, see the
+    module docstring); ``extra`` narrows it to a part of the heap so several connections can
+    share the scan."""
     col = key_column(plan)
-    bucket = f"width_bucket(t.{quote_ident(col.name)}, {_bounds_literal(col, boundaries)})" if boundaries else "0"
-    return (f"SELECT {bucket} AS chunk, count(*), sum({_hash_expr(col)})::text "
-            f"FROM {quote_ident(plan.info.name)} AS t{plan.where(extra)} GROUP BY 1")
+    where = (" WHERE " + " AND ".join(extra)) if extra else ""
+    return (f"SELECT {_bucket(col, 't', boundaries)} AS chunk, count(*), sum({_hash_expr(col)})::text "
+            f"FROM {quote_ident(plan.info.name)} AS t{where} GROUP BY 1")
 
 
-def merge_fingerprints(parts: list[list[tuple]]) -> dict[int, str]:
-    """Counts and sums add up across parts of the heap."""
+def tombstone_fingerprint_sql(plan: TablePlan, boundaries: list[str]) -> str | None:
+    """The same over the tombstone table, when the export excludes tombstoned rows."""
+    table = plan.filter_description.get("exclude_tombstoned")
+    if not table:
+        return None
+    col = key_column(plan)
+    return (f"SELECT {_bucket(col, 't', boundaries)} AS chunk, count(*), sum({_hash_expr(col)})::text "
+            f"FROM {quote_ident(table)} AS t GROUP BY 1")
+
+
+def merge_fingerprints(parts: list[list[tuple]], tombstones: list[tuple] | None = None) -> dict[int, str]:
+    """Counts and sums add up across parts of the heap; a chunk's tombstones are appended."""
     rows: dict[int, int] = {}
     sums: dict[int, int] = {}
     for part in parts:
@@ -127,15 +156,40 @@ def merge_fingerprints(parts: list[list[tuple]]) -> dict[int, str]:
             c = int(chunk)
             rows[c] = rows.get(c, 0) + int(n)
             sums[c] = sums.get(c, 0) + int(total)
-    return {c: f"{rows[c]}:{sums[c]}" for c in rows}
+    out = {c: f"{rows[c]}:{sums[c]}" for c in rows}
+    for chunk, n, total in tombstones or ():
+        c = int(chunk)
+        out[c] = f"{out.get(c, '0:0')}:{int(n)}:{int(total)}"
+    return out
+
+
+def chunk_rows(fingerprint: str) -> int:
+    """Rows of the table in a chunk, from its fingerprint."""
+    return int(fingerprint.split(":", 1)[0])
+
+
+def _chunk_preds(col, boundaries: list[str], first: int, last: int) -> list[str]:
+    """Key predicates of the chunks ``first..last`` (inclusive, contiguous)."""
+    k = f"t.{quote_ident(col.name)}"
+    preds = []
+    if first > 0:
+        preds.append(f"{k} >= {quote_literal(boundaries[first - 1])}::{col.pg_type}")
+    if last < len(boundaries):
+        preds.append(f"{k} < {quote_literal(boundaries[last])}::{col.pg_type}")
+    return preds
+
+
+KEEP_COLUMN = "__dataset_assets_keep"
 
 
 def chunk_sql(plan: TablePlan, boundaries: list[str], chunk: int) -> str:
-    col = key_column(plan)
-    k = f"t.{quote_ident(col.name)}"
-    preds = []
-    if chunk > 0:
-        preds.append(f"{k} >= {quote_literal(boundaries[chunk - 1])}::{col.pg_type}")
-    if chunk < len(boundaries):
-        preds.append(f"{k} < {quote_literal(boundaries[chunk])}::{col.pg_type}")
-    return plan.base_sql() + plan.where(preds)
+    """Every row of the chunk, so the rows streamed can be checked against the fingerprint's
+    ``count(*)``; the filters come as a last boolean column (``KEEP_COLUMN``) and the rows
+    they exclude are dropped on the client."""
+    preds = _chunk_preds(key_column(plan), boundaries, chunk, chunk)
+    where = (" WHERE " + " AND ".join(preds)) if preds else ""
+    if not plan.filters:
+        return plan.base_sql() + where
+    keep = " AND ".join(plan.filters)
+    cols = ", ".join(f"t.{quote_ident(c)}" for c in plan.schema.names)
+    return f"SELECT {cols}, ({keep}) AS {quote_ident(KEEP_COLUMN)} FROM {quote_ident(plan.info.name)} AS t{where}"

@@ -125,23 +125,23 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
     prefix = snapshot_prefix(snapshot, table)
     t0 = time.perf_counter()
     incremental = plan.config.incremental if options.incremental is None else options.incremental
-    units = [(i, plan.range_sql(lo, hi)) for i, (lo, hi) in enumerate(plan.ranges)]
+    units = [(i, plan.range_sql(lo, hi), None) for i, (lo, hi) in enumerate(plan.ranges)]
     reuse: dict[str, str] = {}
     reused: list[FileEntry] = []
     chunking = None
     expected_rows = plan.estimated_rows
+    count_sql = plan.count_sql() if options.check_count else None
     if incremental:
         chunking, units, reuse, reused = _plan_incremental(shared, plan, snapshot, store, options, log)
-        expected_rows = sum(int(chunking.fingerprints[u].split(":")[0]) for u, _ in units)
+        expected_rows = chunking.rows([u for u, _, _ in units])
+        count_sql = None  # each chunk read is checked against its fingerprint's count(*) instead
     staging = store.staging_dir(prefix)
     try:
         counter = _Counter()
         count_box: dict = {}
         count_thread = None
-        if chunking is not None:
-            count_box["rows"] = chunking.rows()  # counted inside Postgres, in this snapshot
-        elif options.check_count:
-            count_thread = threading.Thread(target=_count_rows, args=(shared, plan, count_box), daemon=True)
+        if count_sql is not None:
+            count_thread = threading.Thread(target=_count_rows, args=(shared, count_sql, count_box), daemon=True)
             count_thread.start()
         progress.start(f"{table} {snapshot}", expected_rows)
         try:
@@ -162,6 +162,10 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
                 raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; the snapshot was not published, rerun the export.")
         files = sorted(files + reused, key=lambda f: f.path)
         total = sum(f.rows for f in files)
+        if chunking is not None and options.check_count:
+            # every chunk read streamed exactly its count(*) in this snapshot (_copy_unit), and an
+            # unchanged chunk is the base snapshot's file, checked the same way when it was written
+            count_box["rows"] = total
         if "rows" in count_box and count_box["rows"] != total:
             raise UserError(
                 f"{table}: the source holds {count_box['rows']} rows at the snapshot but {total} were exported; "
@@ -180,7 +184,9 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
             timings={"copy_seconds": round(t_copy, 3), "workers": options.workers, "units": len(units),
                      "rows_exported": written, "rows_reused": total - written,
                      "rows_per_second": round(written / t_copy) if t_copy else None,
-                     "source_rows_counted": count_box.get("rows")},
+                     "source_rows_counted": count_box.get("rows"),
+                     "count_check": None if "rows" not in count_box else
+                     "rows streamed per chunk read = its count(*)" if chunking else "rows = count(*) of the table"},
             parquet=options.parquet.as_dict(),
             filters=plan.filter_description,
             chunking=chunking.as_dict() if chunking else None,
@@ -240,7 +246,7 @@ def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, st
                 reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=f.chunk,
                                         reused_from=f.reused_from or base_date))
                 reuse[f.path] = f"{snapshot_prefix(base_date, plan.info.name)}/{f.path}"
-    units = [(c, chunking_mod.chunk_sql(plan, boundaries, c)) for c in changed if c in fps]
+    units = [(c, chunking_mod.chunk_sql(plan, boundaries, c), chunking_mod.chunk_rows(fps[c])) for c in changed if c in fps]
     col = chunking_mod.key_column(plan)
     chunking = chunking_mod.Chunking(
         key=col.name, key_type=col.pg_type, boundaries=boundaries, fingerprints=fps, basis=basis,
@@ -252,20 +258,18 @@ def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, st
 
 
 def _parallel_fingerprints(shared: SharedSnapshot, plan: TablePlan, boundaries: list[str], workers: int) -> dict[int, str]:
-    """One fingerprint scan split over ``workers`` connections by heap range (same snapshot)."""
+    """One fingerprint scan split over ``workers`` connections by heap range (same snapshot),
+    plus the tombstones' fingerprint on the coordinating connection meanwhile."""
     parts: list = []
     errors: list[BaseException] = []
 
     def scan(lo, hi) -> None:
         try:
-            conn, cur = shared.join()
-            try:
+            with shared.connection() as (_, cur):
                 preds = [p for p in (f"t.ctid >= '({lo},0)'::tid" if lo is not None else None,
                                      f"t.ctid < '({hi},0)'::tid" if hi is not None else None) if p]
                 cur.execute(chunking_mod.fingerprint_sql(plan, boundaries, preds))
                 parts.append(cur.fetchall())
-            finally:
-                conn.close()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             errors.append(exc)
 
@@ -273,11 +277,19 @@ def _parallel_fingerprints(shared: SharedSnapshot, plan: TablePlan, boundaries: 
     threads = [threading.Thread(target=scan, args=r, daemon=True) for r in ranges]
     for t in threads:
         t.start()
+    tombstones = None
+    try:
+        sql = chunking_mod.tombstone_fingerprint_sql(plan, boundaries)
+        if sql:
+            shared.cur.execute(sql)
+            tombstones = shared.cur.fetchall()
+    except BaseException as exc:  # noqa: BLE001
+        errors.append(exc)
     for t in threads:
         t.join()
     if errors:
         raise _source_failure(shared.uri, errors[0])
-    return chunking_mod.merge_fingerprints(parts)
+    return chunking_mod.merge_fingerprints(parts, tombstones)
 
 
 class _Counter:
@@ -290,21 +302,19 @@ class _Counter:
             self.rows += n
 
 
-def _count_rows(shared: SharedSnapshot, plan: TablePlan, box: dict) -> None:
+def _count_rows(shared: SharedSnapshot, sql: str, box: dict) -> None:
     try:
-        conn, cur = shared.join()
-        try:
-            cur.execute(plan.count_sql())
+        with shared.connection() as (_, cur):
+            cur.execute(sql)
             box["rows"] = int(cur.fetchone()[0])
-        finally:
-            conn.close()
     except Exception as exc:  # noqa: BLE001 - handed to the main thread
         box["error"] = _source_failure(shared.uri, exc)
 
 
-def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, str]], staging,
+def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, str, int | None]], staging,
                  options: ExportOptions, progress: Progress, counter: _Counter) -> list[FileEntry]:
-    """Each worker: its own connection on the shared snapshot, taking (unit, sql) from a queue."""
+    """Each worker: its own connection on the shared snapshot, taking (unit, sql, rows expected
+    to stream or None) from a queue."""
     units: queue.Queue = queue.Queue()
     for item in work:
         units.put(item)
@@ -315,26 +325,16 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, 
 
     def worker() -> None:
         try:
-            conn, cur = shared.join()
+            with shared.connection() as (_, cur):
+                while not stop.is_set():
+                    try:
+                        unit, sql, expected = units.get_nowait()
+                    except queue.Empty:
+                        return
+                    files.extend(_copy_unit(cur, plan, sql, unit, expected, staging, options, progress, counter, stop))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
             stop.set()
-            return
-        try:
-            while not stop.is_set():
-                try:
-                    unit, sql = units.get_nowait()
-                except queue.Empty:
-                    return
-                files.extend(_copy_unit(cur, plan, sql, unit, staging, options, progress, counter, stop))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-            stop.set()
-        finally:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
 
     threads = [threading.Thread(target=worker, name=f"export-{plan.info.name}-{i}", daemon=True) for i in range(n)]
     for t in threads:
@@ -353,21 +353,30 @@ _END = object()
 BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 
 
-def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, staging, options: ExportOptions,
+def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: int | None, staging, options: ExportOptions,
                progress: Progress, counter: _Counter, stop: threading.Event) -> list[FileEntry]:
-    """Stream one range: a reader thread decodes batches while this thread writes parquet."""
+    """Stream one range: a reader thread decodes batches while this thread writes parquet.
+
+    A query with one column more than the schema carries the filters' verdict per row
+    (``chunks.chunk_sql``); rows it rejects are dropped here. ``expected``: rows the query
+    must stream (the chunk's ``count(*)`` in this snapshot)."""
     cur.adbc_statement.set_options(**{BATCH_HINT_OPTION: str(options.batch_bytes)})
     cur.execute(sql)
     reader = cur.fetch_record_batch()
     q: queue.Queue = queue.Queue(maxsize=options.queue_depth)
     failure: list[BaseException] = []
+    streamed = [0]
+    keep_at = len(plan.schema.columns)
 
     def read() -> None:
         try:
             for batch in reader:
                 if stop.is_set():
                     return
+                streamed[0] += batch.num_rows
                 out = conform(batch, plan.schema)
+                if batch.num_columns > keep_at:
+                    out = out.filter(batch.column(keep_at))
                 while not stop.is_set():
                     try:
                         q.put(out, timeout=0.2)
@@ -402,6 +411,11 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, staging, options: Expo
         t.join()
         if failure:
             raise failure[0]
+        if expected is not None and streamed[0] != expected:
+            raise UserError(
+                f"{plan.info.name}: chunk {unit} streamed {streamed[0]} rows but Postgres counted {expected} in the same "
+                f"snapshot; nothing was published, rerun the export."
+            )
         return writer.close()
     except BaseException:
         stop.set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,7 +51,8 @@ class Manifest:
             self.root_hash = root_hash(self.files)
 
     def to_json(self) -> str:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: asdict deep-copies every entry
+        d["files"] = [{f.name: getattr(e, f.name) for f in fields(e)} for e in self.files]
         return json.dumps(d, indent=2, sort_keys=False) + "\n"
 
     @classmethod
