@@ -168,14 +168,14 @@ def chunk_rows(fingerprint: str) -> int:
     return int(fingerprint.split(":", 1)[0])
 
 
-def _chunk_preds(col, boundaries: list[str], first: int, last: int) -> list[str]:
-    """Key predicates of the chunks ``first..last`` (inclusive, contiguous)."""
+def _chunk_preds(col, boundaries: list[str], chunk: int) -> list[str]:
+    """Key predicates of one chunk: ``[b[chunk-1], b[chunk])``, open at either end."""
     k = f"t.{quote_ident(col.name)}"
     preds = []
-    if first > 0:
-        preds.append(f"{k} >= {quote_literal(boundaries[first - 1])}::{col.pg_type}")
-    if last < len(boundaries):
-        preds.append(f"{k} < {quote_literal(boundaries[last])}::{col.pg_type}")
+    if chunk > 0:
+        preds.append(f"{k} >= {quote_literal(boundaries[chunk - 1])}::{col.pg_type}")
+    if chunk < len(boundaries):
+        preds.append(f"{k} < {quote_literal(boundaries[chunk])}::{col.pg_type}")
     return preds
 
 
@@ -186,7 +186,7 @@ def chunk_sql(plan: TablePlan, boundaries: list[str], chunk: int) -> str:
     """Every row of the chunk, so the rows streamed can be checked against the fingerprint's
     ``count(*)``; the filters come as a last boolean column (``KEEP_COLUMN``) and the rows
     they exclude are dropped on the client."""
-    preds = _chunk_preds(key_column(plan), boundaries, chunk, chunk)
+    preds = _chunk_preds(key_column(plan), boundaries, chunk)
     where = (" WHERE " + " AND ".join(preds)) if preds else ""
     if not plan.filters:
         return plan.base_sql() + where
