@@ -127,24 +127,24 @@ def _bucket(col, alias: str, boundaries: list[str]) -> str:
     return f"width_bucket({alias}.{quote_ident(col.name)}, {_bounds_literal(col, boundaries)})"
 
 
-def fingerprint_sql(plan: TablePlan, boundaries: list[str], extra: list[str] | None = None) -> str:
-    """Per chunk: (chunk, rows, sum of hashes) over every row of the table (no filters, see the
-    module docstring); ``extra`` narrows it to a part of the heap so several connections can
-    share the scan."""
+def _fingerprint_select(plan: TablePlan, table: str, boundaries: list[str], where: list[str] | None = None) -> str:
+    """Per chunk of ``table`` (aliased t, keyed like the plan's table): (chunk, rows, sum of hashes)."""
     col = key_column(plan)
-    where = (" WHERE " + " AND ".join(extra)) if extra else ""
+    w = (" WHERE " + " AND ".join(where)) if where else ""
     return (f"SELECT {_bucket(col, 't', boundaries)} AS chunk, count(*), sum({_hash_expr(col)})::text "
-            f"FROM {quote_ident(plan.info.name)} AS t{where} GROUP BY 1")
+            f"FROM {quote_ident(table)} AS t{w} GROUP BY 1")
+
+
+def fingerprint_sql(plan: TablePlan, boundaries: list[str], extra: list[str] | None = None) -> str:
+    """Over every row of the table (no filters, see the module docstring); ``extra`` narrows it
+    to a part of the heap so several connections can share the scan."""
+    return _fingerprint_select(plan, plan.info.name, boundaries, extra)
 
 
 def tombstone_fingerprint_sql(plan: TablePlan, boundaries: list[str]) -> str | None:
     """The same over the tombstone table, when the export excludes tombstoned rows."""
     table = plan.filter_description.get("exclude_tombstoned")
-    if not table:
-        return None
-    col = key_column(plan)
-    return (f"SELECT {_bucket(col, 't', boundaries)} AS chunk, count(*), sum({_hash_expr(col)})::text "
-            f"FROM {quote_ident(table)} AS t GROUP BY 1")
+    return _fingerprint_select(plan, table, boundaries) if table else None
 
 
 def merge_fingerprints(parts: list[list[tuple]], tombstones: list[tuple] | None = None) -> dict[int, str]:

@@ -8,6 +8,7 @@ The data path, top to bottom::
            reader thread: ADBC binary COPY stream -> batches -> conform(schema)
            writer:        ShardWriter -> size-bounded parquet shards (staging)
       -> checks: rows written == rows streamed == count(*) in the same snapshot
+         (incremental: per chunk read, against the chunk's fingerprint count)
       -> Manifest (files, sha256, schema, source, timings, root hash)
       -> Store.publish_dir: shards, _manifest.json, then _SUCCESS last
 """
@@ -31,7 +32,7 @@ from . import chunks as chunking_mod
 from . import source as src
 from .manifest import FileEntry, Manifest, encode_schema
 from .pgsnapshot import SharedSnapshot
-from .plan import TablePlan, plan_table, split_pages
+from .plan import TablePlan, ctid_preds, plan_table, split_pages
 from .progress import Progress
 from .schema import conform
 from .writer import ParquetOptions, ShardWriter
@@ -162,15 +163,18 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
                 raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; the snapshot was not published, rerun the export.")
         files = sorted(files + reused, key=lambda f: f.path)
         total = sum(f.rows for f in files)
-        if chunking is not None and options.check_count:
-            # every chunk read streamed exactly its count(*) in this snapshot (_copy_unit), and an
-            # unchanged chunk is the base snapshot's file, checked the same way when it was written
-            count_box["rows"] = total
         if "rows" in count_box and count_box["rows"] != total:
             raise UserError(
                 f"{table}: the source holds {count_box['rows']} rows at the snapshot but {total} were exported; "
                 f"the snapshot was not published, rerun the export."
             )
+        if chunking is not None:
+            # Not a second count: every chunk read already streamed exactly its count(*) in this
+            # snapshot (_copy_unit), and an unchanged chunk is the base snapshot's file, checked
+            # the same way when it was written. What was verified is recorded as such.
+            counted, how = total, "rows streamed per chunk read = its count(*)"
+        else:
+            counted, how = count_box.get("rows"), "rows = count(*) of the table" if "rows" in count_box else None
         manifest = Manifest(
             table=table,
             snapshot=snapshot,
@@ -184,9 +188,7 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
             timings={"copy_seconds": round(t_copy, 3), "workers": options.workers, "units": len(units),
                      "rows_exported": written, "rows_reused": total - written,
                      "rows_per_second": round(written / t_copy) if t_copy else None,
-                     "source_rows_counted": count_box.get("rows"),
-                     "count_check": None if "rows" not in count_box else
-                     "rows streamed per chunk read = its count(*)" if chunking else "rows = count(*) of the table"},
+                     "source_rows_counted": counted, "count_check": how},
             parquet=options.parquet.as_dict(),
             filters=plan.filter_description,
             chunking=chunking.as_dict() if chunking else None,
@@ -236,7 +238,7 @@ def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, st
     t0 = time.perf_counter()
     fps = _parallel_fingerprints(shared, plan, boundaries, options.workers)
     old_fps = old.fingerprints if old else {}
-    changed = sorted(c for c in set(fps) | set(old_fps) if fps.get(c) != old_fps.get(c)) if old else sorted(fps)
+    changed = sorted(c for c in fps.keys() | old_fps.keys() if fps.get(c) != old_fps.get(c))
     changed_set = set(changed)
     reused = []
     reuse: dict[str, str] = {}
@@ -266,9 +268,7 @@ def _parallel_fingerprints(shared: SharedSnapshot, plan: TablePlan, boundaries: 
     def scan(lo, hi) -> None:
         try:
             with shared.connection() as (_, cur):
-                preds = [p for p in (f"t.ctid >= '({lo},0)'::tid" if lo is not None else None,
-                                     f"t.ctid < '({hi},0)'::tid" if hi is not None else None) if p]
-                cur.execute(chunking_mod.fingerprint_sql(plan, boundaries, preds))
+                cur.execute(chunking_mod.fingerprint_sql(plan, boundaries, ctid_preds(lo, hi)))
                 parts.append(cur.fetchall())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             errors.append(exc)

@@ -44,7 +44,7 @@ class SharedSnapshot:
         return {"snapshot_id": self.snapshot_id, "txid_snapshot": self.txid_snapshot, "taken_at": self.taken_at,
                 "server_version": self.server_version}
 
-    def join(self):
+    def _join(self):
         """A new connection whose transaction sees this snapshot; returns (conn, cursor)."""
         conn = connect(self.uri)
         cur = conn.cursor()
@@ -58,7 +58,7 @@ class SharedSnapshot:
         with self._lock:
             pair = self._idle.pop() if self._idle else None
         if pair is None:
-            pair = self.join()
+            pair = self._join()
         try:
             yield pair
         except BaseException:

@@ -37,15 +37,20 @@ class TablePlan:
         return (" WHERE " + " AND ".join(preds)) if preds else ""
 
     def range_sql(self, lo: int | None, hi: int | None) -> str:
-        preds = []
-        if lo is not None:
-            preds.append(f"t.ctid >= '({int(lo)},0)'::tid")
-        if hi is not None:
-            preds.append(f"t.ctid < '({int(hi)},0)'::tid")
-        return self.base_sql() + self.where(preds)
+        return self.base_sql() + self.where(ctid_preds(lo, hi))
 
     def count_sql(self) -> str:
         return f"SELECT count(*) FROM {quote_ident(self.info.name)} AS t" + self.where()
+
+
+def ctid_preds(lo: int | None, hi: int | None) -> list[str]:
+    """Predicates of the heap pages ``[lo, hi)``; None leaves that end open."""
+    preds = []
+    if lo is not None:
+        preds.append(f"t.ctid >= '({int(lo)},0)'::tid")
+    if hi is not None:
+        preds.append(f"t.ctid < '({int(hi)},0)'::tid")
+    return preds
 
 
 def build_filters(cfg: TableConfig, info: catalog.TableInfo, cur) -> tuple[tuple[str, ...], dict]:
