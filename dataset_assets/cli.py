@@ -62,7 +62,7 @@ def cmd_export(args) -> int:
 
     tables = _tables(args.table, list(load_tables()))
     options = ExportOptions(
-        workers=args.workers or (os.cpu_count() or 2),
+        workers=args.workers if args.workers is not None else (os.cpu_count() or 2),
         parquet=ParquetOptions(shard_bytes=int(args.shard_mib * MiB), compression_level=args.zstd_level),
         force=args.force,
         skip_existing=args.skip_existing,

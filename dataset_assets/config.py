@@ -8,7 +8,7 @@ Read from ``dataset_assets/tables.yaml`` (or the file named by
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,9 +52,23 @@ def _load(path: str) -> dict[str, TableConfig]:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise UserError(f"The table configuration {path} does not exist; create it or set DATASET_ASSETS_TABLES.") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"The table configuration {path} is not valid YAML{at}; fix the file.") from None
+    tables = raw.get("tables") if isinstance(raw, dict) else None
+    if not isinstance(tables, dict):
+        raise UserError(f"The table configuration {path} has no 'tables:' mapping; see dataset_assets/tables.yaml for the format.")
+    known = {f.name for f in fields(TableConfig)} - {"name"}
     out: dict[str, TableConfig] = {}
-    for name, spec in (raw.get("tables") or {}).items():
+    for name, spec in tables.items():
         spec = dict(spec or {})
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise UserError(
+                f"The table configuration {path} gives {name} the unknown setting(s) {', '.join(unknown)}; "
+                f"the settings are {', '.join(sorted(known))}."
+            )
         if "columns" in spec and spec["columns"] is not None:
             spec["columns"] = tuple(spec["columns"])
         spec["profile_columns"] = tuple(spec.get("profile_columns") or ())

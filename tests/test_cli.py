@@ -94,7 +94,7 @@ def test_store_not_writable(seeded_uri, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     p = run_cli("export", "--table", "audio", "--snapshot", DATE, "--source", seeded_uri, "--store", str(blocker / "store"))
-    assert_one_sentence_error(p, "store")
+    assert_one_sentence_error(p, "Cannot create the store folder", "choose a writable --store")
 
 
 def test_disk_full_leaves_nothing_visible(seeded_uri, store, monkeypatch):
@@ -111,7 +111,7 @@ def test_disk_full_leaves_nothing_visible(seeded_uri, store, monkeypatch):
         return real(open("/dev/full", "wb", buffering=0), *a, **kw)
 
     monkeypatch.setattr(writer_mod.pq, "ParquetWriter", to_full_disk)
-    with pytest.raises(StoreError, match="full"):
+    with pytest.raises(StoreError, match=r"is full; free space"):
         export_snapshot(seeded_uri, ["image"], DATE, store)
     monkeypatch.setattr(writer_mod.pq, "ParquetWriter", real)
     assert not store.exists(f"snapshots/{DATE}/image")
@@ -150,7 +150,9 @@ def test_sigkill_leaves_no_success_and_rerun_completes(fresh_db, tmp_path):
 
 def test_verify_cli_names_the_bad_file(seeded_uri, tmp_path):
     store_dir = tmp_path / "store"
-    assert run_cli("export", "--table", "audio", "--snapshot", DATE, "--source", seeded_uri, "--store", str(store_dir)).returncode == 0
+    # --full with 1 MiB shards, so there are several files: one to flip a byte in, one to lose
+    assert run_cli("export", "--table", "audio", "--snapshot", DATE, "--source", seeded_uri, "--store", str(store_dir),
+                   "--full", "--shard-mib", "1").returncode == 0
     shard = sorted((store_dir / "snapshots" / DATE / "audio").glob("*.parquet"))[0]
     data = bytearray(shard.read_bytes())
     data[100] ^= 0xFF
@@ -159,7 +161,38 @@ def test_verify_cli_names_the_bad_file(seeded_uri, tmp_path):
     assert p.returncode == 1
     assert shard.name in p.stdout
     missing = sorted((store_dir / "snapshots" / DATE / "audio").glob("*.parquet"))[-1]
-    if missing != shard:
-        missing.unlink()
-        p = run_cli("verify", "--snapshot", DATE, "--store", str(store_dir))
-        assert "missing" in p.stdout
+    assert missing != shard
+    missing.unlink()
+    p = run_cli("verify", "--snapshot", DATE, "--store", str(store_dir))
+    assert p.returncode == 1
+    assert missing.name in p.stdout and "missing" in p.stdout
+    assert shard.name in p.stdout
+
+
+def test_bad_numbers(seeded_uri, tmp_path):
+    base = ["export", "--table", "audio", "--snapshot", DATE, "--source", seeded_uri, "--store", str(tmp_path)]
+    for workers in ("0", "-1"):
+        assert_one_sentence_error(run_cli(*base, "--workers", workers), "--workers must be at least 1")
+    assert_one_sentence_error(run_cli(*base, "--shard-mib", "4096"), "Shard size", "between 1 MiB and 2 GiB")
+
+
+def test_verify_bad_input(seeded_uri, tmp_path):
+    store_dir = tmp_path / "store"
+    assert run_cli("export", "--table", "audio", "--snapshot", DATE, "--source", seeded_uri, "--store", str(store_dir)).returncode == 0
+    assert_one_sentence_error(run_cli("verify", "--snapshot", "yesterday", "--store", str(store_dir)), "yesterday", "YYYY-MM-DD")
+    assert_one_sentence_error(run_cli("verify", "--snapshot", "2026-01-01", "--store", str(store_dir)), "no snapshot 2026-01-01")
+    assert_one_sentence_error(run_cli("verify", "--snapshot", DATE, "--table", "image", "--store", str(store_dir)),
+                              "has no table 'image'", "audio")
+
+
+def test_bad_table_configuration(seeded_uri, tmp_path):
+    base = ["export", "--table", "audio", "--snapshot", DATE, "--source", seeded_uri, "--store", str(tmp_path / "s")]
+    cases = {
+        "typo.yaml": ("tables:\n  audio:\n    primary_keys: identifier\n", ["typo.yaml", "primary_keys", "chunk_rows"]),
+        "broken.yaml": ("tables:\n  audio: [unclosed\n", ["broken.yaml", "not valid YAML", "line"]),
+        "empty.yaml": ("# nothing here\n", ["empty.yaml", "no 'tables:' mapping"]),
+    }
+    for name, (text, needles) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        assert_one_sentence_error(run_cli(*base, env={"DATASET_ASSETS_TABLES": str(path)}), *needles)
