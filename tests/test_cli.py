@@ -196,3 +196,14 @@ def test_bad_table_configuration(seeded_uri, tmp_path):
         path = tmp_path / name
         path.write_text(text)
         assert_one_sentence_error(run_cli(*base, env={"DATASET_ASSETS_TABLES": str(path)}), *needles)
+
+
+def test_verify_reports_a_damaged_manifest(seeded_uri, tmp_path):
+    store_dir = tmp_path / "store"
+    assert run_cli("export", "--table", "audio", "--snapshot", DATE, "--source", seeded_uri, "--store", str(store_dir)).returncode == 0
+    manifest = store_dir / "snapshots" / DATE / "audio" / "_manifest.json"
+    for damage in (manifest.read_bytes()[:200], b'{"table": "audio"}'):  # truncated; not a manifest's fields
+        manifest.write_bytes(damage)
+        p = run_cli("verify", "--snapshot", DATE, "--store", str(store_dir))
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert "BAD" in p.stdout and "_manifest.json" in p.stdout and "is damaged" in p.stdout, p.stdout

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from ..stores import Store
 from .manifest import Manifest
+from .profile import open_parquet
 
 
 @dataclass
@@ -25,11 +25,8 @@ class KeyReport:
 
 
 def _read_column(store: Store, key: str, column: str):
-    local = store.local_path(key)
-    if local is not None:
-        return pq.read_table(local, columns=[column]).column(column)
-    with store.open(key) as fh:
-        return pq.read_table(fh, columns=[column]).column(column)
+    with open_parquet(store, key) as pf:  # a remote object is spooled: parquet needs to seek
+        return pf.read(columns=[column]).column(column)
 
 
 def primary_key_report(store: Store, prefix: str, manifest: Manifest, column: str) -> KeyReport:

@@ -30,6 +30,9 @@ def load_manifest(store: Store, prefix: str) -> Manifest:
         return Manifest.from_json(store.read_bytes(f"{prefix}/{MANIFEST}"))
     except FileNotFoundError:
         raise UserError(f"{prefix} has no {MANIFEST} in {store.url}: it is not a complete snapshot; rerun the export.") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not a manifest's fields
+        raise UserError(f"{prefix}/{MANIFEST} in {store.url} is damaged ({type(exc).__name__}: {exc}); "
+                        f"rerun the export of this snapshot with --force.") from None
 
 
 def verify_table(store: Store, snapshot: str, table: str) -> VerifyReport:
@@ -39,7 +42,11 @@ def verify_table(store: Store, snapshot: str, table: str) -> VerifyReport:
         report.problems.append(f"{prefix}: no {SUCCESS} marker (incomplete snapshot)")
         if not store.exists(f"{prefix}/{MANIFEST}"):
             return report
-    manifest = load_manifest(store, prefix)
+    try:
+        manifest = load_manifest(store, prefix)
+    except UserError as exc:
+        report.problems.append(str(exc))
+        return report
     if root_hash(manifest.files) != manifest.root_hash:
         report.problems.append(f"{prefix}/{MANIFEST}: root hash does not match its file list")
     present = {o.key: o.size for o in store.list(prefix)}

@@ -16,11 +16,11 @@ import json
 import re
 from dataclasses import dataclass
 
+from ..engine.card import README
+from ..engine.manifest import FORMAT as MANIFEST_FORMAT
 from ..errors import UserError, VerificationError
 from ..stores.base import MANIFEST, SUCCESS, Store
 
-MANIFEST_FORMAT = "dataset-assets/manifest/1"
-README = "README.md"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
