@@ -46,16 +46,22 @@ def local_dir() -> Path:
     return Path(os.environ.get("DATASET_ASSETS_HOME", PROJECT_DIR / ".local"))
 
 
-@lru_cache(maxsize=8)
-def _load(path: str) -> dict[str, TableConfig]:
+def read_yaml(path: Path):
+    """A YAML file's content; invalid YAML is a :class:`UserError` naming the file and line."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"The table configuration {path} does not exist; create it or set DATASET_ASSETS_TABLES.") from None
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise UserError(f"The table configuration {path} is not valid YAML{at}; fix the file.") from None
+        raise UserError(f"{path} is not valid YAML{at}; fix the file.") from None
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> dict[str, TableConfig]:
+    try:
+        raw = read_yaml(Path(path)) or {}
+    except FileNotFoundError:
+        raise UserError(f"The table configuration {path} does not exist; create it or set DATASET_ASSETS_TABLES.") from None
     tables = raw.get("tables") if isinstance(raw, dict) else None
     if not isinstance(tables, dict):
         raise UserError(f"The table configuration {path} has no 'tables:' mapping; see dataset_assets/tables.yaml for the format.")

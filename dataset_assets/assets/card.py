@@ -6,9 +6,9 @@ import dagster as dg
 from ..config import load_tables
 from ..engine.card import card_key, write_card
 from ..engine.lifecycle import ensure_draft
-from ..errors import UserError
 from ..partitions import snapshots
 from ..resources import SnapshotStore
+from .failures import user_errors_fail
 
 
 def build_card_asset(table_keys: list[dg.AssetKey], automation_condition=None) -> dg.AssetsDefinition:
@@ -24,15 +24,13 @@ def build_card_asset(table_keys: list[dg.AssetKey], automation_condition=None) -
     def dataset_card(context: dg.AssetExecutionContext, snapshot_store: SnapshotStore) -> dg.MaterializeResult:
         date = context.partition_key
         tables = list(load_tables())
-        try:
+        with user_errors_fail():
             store = snapshot_store.open()
             ensure_draft(store, date)  # a published card is part of an immutable snapshot
             # Shards that do not match their manifests never get here: the tables'
             # blocking checksums_verify checks (which re-hash every file) stop this step.
             card = write_card(store, date, tables)
             key = card_key(date)
-        except UserError as exc:
-            raise dg.Failure(description=str(exc)) from None
         local = store.local_path(key)
         for problem in card.problems:
             context.log.warning(problem)

@@ -9,8 +9,8 @@ from ..engine.checks import primary_key_report
 from ..engine.docs import check_documentation
 from ..engine.export import snapshot_prefix
 from ..engine.verify import load_manifest, verify_table
-from ..errors import UserError
 from ..resources import SnapshotStore
+from .failures import user_errors_fail
 
 
 def build_table_checks(cfg: TableConfig) -> list[dg.AssetChecksDefinition]:
@@ -19,51 +19,52 @@ def build_table_checks(cfg: TableConfig) -> list[dg.AssetChecksDefinition]:
     def manifest_for(context, snapshot_store):
         store = snapshot_store.open()
         prefix = snapshot_prefix(context.partition_key, table)
-        try:
-            return store, prefix, load_manifest(store, prefix)
-        except UserError as exc:
-            raise dg.Failure(description=str(exc)) from None
+        return store, prefix, load_manifest(store, prefix)
 
     @dg.asset_check(asset=table, name="rows_match_source", blocking=True,
                     description="Rows in the snapshot equal count(*) in the source at the same Postgres snapshot "
                                 "(for an incremental snapshot: per chunk read, see the metadata).")
     def rows_match_source(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStore) -> dg.AssetCheckResult:
-        _, _, m = manifest_for(context, snapshot_store)
-        counted = m.timings.get("source_rows_counted")
-        return dg.AssetCheckResult(
-            passed=counted is not None and counted == m.row_count,
-            metadata={"snapshot_rows": m.row_count, "source_rows": counted if counted is not None else -1,
-                      "how": m.timings.get("count_check") or "",
-                      "source_snapshot": m.source_snapshot.get("txid_snapshot", "")},
-            description=None if counted == m.row_count else f"source counted {counted}, snapshot holds {m.row_count}",
-        )
+        with user_errors_fail():
+            _, _, m = manifest_for(context, snapshot_store)
+            counted = m.timings.get("source_rows_counted")
+            return dg.AssetCheckResult(
+                passed=counted is not None and counted == m.row_count,
+                metadata={"snapshot_rows": m.row_count, "source_rows": counted if counted is not None else -1,
+                          "how": m.timings.get("count_check") or "",
+                          "source_snapshot": m.source_snapshot.get("txid_snapshot", "")},
+                description=None if counted == m.row_count else f"source counted {counted}, snapshot holds {m.row_count}",
+            )
 
     @dg.asset_check(asset=table, name="primary_key_unique", blocking=True,
                     description=f"The primary key ({cfg.primary_key}) is unique and never null.")
     def primary_key_unique(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStore) -> dg.AssetCheckResult:
-        store, prefix, m = manifest_for(context, snapshot_store)
-        r = primary_key_report(store, prefix, m, cfg.primary_key)
-        return dg.AssetCheckResult(
-            passed=r.ok,
-            metadata={"rows": r.rows, "nulls": r.nulls, "duplicates": r.duplicates, "examples": ", ".join(r.examples)},
-        )
+        with user_errors_fail():
+            store, prefix, m = manifest_for(context, snapshot_store)
+            r = primary_key_report(store, prefix, m, cfg.primary_key)
+            return dg.AssetCheckResult(
+                passed=r.ok,
+                metadata={"rows": r.rows, "nulls": r.nulls, "duplicates": r.duplicates, "examples": ", ".join(r.examples)},
+            )
 
     @dg.asset_check(asset=table, name="checksums_verify", blocking=True,
                     description="Every file re-hashes to the sha256 in the manifest; nothing is missing or extra.")
     def checksums_verify(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStore) -> dg.AssetCheckResult:
-        store = snapshot_store.open()
-        report = verify_table(store, context.partition_key, table)
-        return dg.AssetCheckResult(
-            passed=report.ok,
-            metadata={"files_checked": report.files_checked, "problems": "\n".join(report.problems) or "none"},
-        )
+        with user_errors_fail():
+            store = snapshot_store.open()
+            report = verify_table(store, context.partition_key, table)
+            return dg.AssetCheckResult(
+                passed=report.ok,
+                metadata={"files_checked": report.files_checked, "problems": "\n".join(report.problems) or "none"},
+            )
 
     @dg.asset_check(asset=table, name="columns_documented", blocking=True,
                     description="Every column is documented in dataset_docs/ and every documented column exists, with matching types.")
     def columns_documented(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStore) -> dg.AssetCheckResult:
-        _, _, m = manifest_for(context, snapshot_store)
-        problems = check_documentation(table, m.schema)
-        return dg.AssetCheckResult(passed=not problems, metadata={"problems": "\n".join(problems) or "none",
-                                                                   "columns": len(m.schema)})
+        with user_errors_fail():
+            _, _, m = manifest_for(context, snapshot_store)
+            problems = check_documentation(table, m.schema)
+            return dg.AssetCheckResult(passed=not problems, metadata={"problems": "\n".join(problems) or "none",
+                                                                       "columns": len(m.schema)})
 
     return [rows_match_source, primary_key_unique, checksums_verify, columns_documented]

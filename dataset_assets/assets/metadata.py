@@ -5,6 +5,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from ..engine.docs import load_table_doc
+from ..errors import UserError
 from ..engine.export import TableResult
 from ..stores import MANIFEST, Store
 
@@ -15,7 +16,7 @@ PREVIEW_CHARS = 60
 def column_schema(table: str, schema: list[dict]) -> dg.TableSchema:
     try:
         docs = load_table_doc(table).columns
-    except Exception:  # noqa: BLE001
+    except UserError:
         docs = {}
     return dg.TableSchema(columns=[
         dg.TableColumn(

@@ -10,10 +10,10 @@ import dagster as dg
 
 from ..config import load_tables
 from ..engine.lifecycle import mark_published
-from ..errors import UserError
 from ..partitions import snapshots
 from ..publish.notify import load_manifests, load_snippet, notify_webhook
 from ..resources import HubResource, SnapshotStore
+from .failures import user_errors_fail
 
 
 def load_markdown(repo_id: str, tag: str, tables: list[str]) -> str:
@@ -36,15 +36,12 @@ def build_release_asset(card_key: dg.AssetKey, automation_condition=None) -> dg.
     def hub_release(context: dg.AssetExecutionContext, snapshot_store: SnapshotStore,
                     hub: HubResource) -> dg.MaterializeResult:
         date = context.partition_key
-        try:
-            hub.require_repo()
+        with user_errors_fail():
             store = snapshot_store.open()
             result = hub.publish(store, date, log=context.log.info)
             mark_published(store, date, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
                                          "commit": result.commit_sha})
-        except UserError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        manifests = load_manifests(store, date, order=list(load_tables()))
+            manifests = load_manifests(store, date, order=list(load_tables()))
         tables = [m.table for m in manifests]
         if hub.webhook_url:
             notify_webhook(hub.webhook_url, result, manifests, log=context.log.warning)

@@ -9,19 +9,20 @@ import dagster as dg
 
 from ..config import TableConfig
 from ..engine.docs import load_table_doc
+from ..errors import UserError
 from ..engine.export import export_snapshot
 from ..engine.lifecycle import ensure_draft
 from ..engine.progress import LogProgress
-from ..errors import UserError
 from ..partitions import snapshots
 from ..resources import ExportSettings, SnapshotStore, SourceDatabase
+from .failures import user_errors_fail
 from .metadata import table_metadata
 
 
 def build_table_asset(cfg: TableConfig) -> dg.AssetsDefinition:
     try:
         summary = load_table_doc(cfg.name).summary
-    except Exception:  # noqa: BLE001 - an undocumented table still loads; its check fails
+    except UserError:  # an undocumented table still loads; its check fails
         summary = f"Snapshot of the {cfg.name} table."
 
     @dg.asset(
@@ -36,7 +37,7 @@ def build_table_asset(cfg: TableConfig) -> dg.AssetsDefinition:
     def table_snapshot(context: dg.AssetExecutionContext, source_db: SourceDatabase,
                        snapshot_store: SnapshotStore, export_settings: ExportSettings) -> dg.MaterializeResult:
         date = context.partition_key
-        try:
+        with user_errors_fail():
             store = snapshot_store.open()
             ensure_draft(store, date)
             [result] = export_snapshot(
@@ -45,8 +46,6 @@ def build_table_asset(cfg: TableConfig) -> dg.AssetsDefinition:
                 progress=LogProgress(context.log.info, every=5.0),
                 log=context.log.info,
             )
-        except UserError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        return dg.MaterializeResult(metadata=table_metadata(store, result))
+            return dg.MaterializeResult(metadata=table_metadata(store, result))
 
     return table_snapshot

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import docs_dir
+from ..config import docs_dir, read_yaml
 from ..errors import UserError
 
 DATASET_FILE = "dataset.yaml"
@@ -68,15 +66,6 @@ def table_doc_path(table: str, directory: str | Path | None = None) -> Path:
     return _dir(directory) / f"{table}.yaml"
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise UserError(f"{path} is not valid YAML{at}; fix the file.") from None
-
-
 def load_table_doc(table: str, directory: str | Path | None = None) -> TableDoc:
     """Load ``<table>.yaml``; raise :class:`UserError` if it is missing or not a mapping.
 
@@ -89,7 +78,7 @@ def load_table_doc(table: str, directory: str | Path | None = None) -> TableDoc:
             f"Table {table!r} has no documentation: create dataset_docs/{table}.yaml "
             f"({path}) describing every column, as explained in dataset_docs/README.md."
         )
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("columns"), dict):
         raise UserError(f"{path} must be a mapping with a 'columns' mapping; see dataset_docs/README.md.")
     problems: list[str] = []
@@ -136,7 +125,7 @@ def load_dataset_doc(directory: str | Path | None = None) -> DatasetDoc:
     path = _dir(directory) / DATASET_FILE
     if not path.is_file():
         return DatasetDoc()
-    raw = _read_yaml(path) or {}
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise UserError(f"{path} must be a mapping of dataset card keys; see dataset_docs/README.md.")
     return DatasetDoc(front_matter=dict(raw))
