@@ -46,6 +46,20 @@ def local_dir() -> Path:
     return Path(os.environ.get("DATASET_ASSETS_HOME", PROJECT_DIR / ".local"))
 
 
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """A whole number from the environment (unset or empty: ``default``), at least ``minimum``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"{name}={raw!r} is not a whole number; set it to one (or unset it for {default}).") from None
+    if value < minimum:
+        raise UserError(f"{name}={value} is below {minimum}; set it to at least {minimum} (or unset it for {default}).")
+    return value
+
+
 def read_yaml(path: Path):
     """A YAML file's content; invalid YAML is a :class:`UserError` naming the file and line."""
     try:

@@ -83,14 +83,16 @@ def summarise(date: str, env: dict, n_checks: int) -> int:
     for t in load_tables():
         m = load_manifest(store, f"snapshots/{date}/{t}")
         print(f"  {t:<8} {m.row_count:>10,} rows  {len(m.files):>3} files  {m.total_bytes / 1e6:8.1f} MB  root {m.root_hash[:16]}")
-    print(f"Files:  {folder}")
-    print(f"Card:   {folder / 'README.md'}")
+    where = folder if folder is not None else f"{store.url}/snapshots/{date}"  # a remote store has no local folder
+    print(f"Files:  {where}")
+    print(f"Card:   {where}/README.md")
     print()
-    print("Load it with datasets:")
-    print("  import datasets")
-    print(f'  ds = datasets.load_dataset("{folder}", "image", split="train")')
-    print('  print(ds.num_rows, ds.features)')
-    print()
+    if folder is not None:
+        print("Load it with datasets:")
+        print("  import datasets")
+        print(f'  ds = datasets.load_dataset("{folder}", "image", split="train")')
+        print('  print(ds.num_rows, ds.features)')
+        print()
     print("Explore and materialise the next partition in the UI:  make dev   (then open http://127.0.0.1:3000)")
     return 0
 

@@ -8,10 +8,15 @@ import sys
 
 from . import local_env
 from .config import PROJECT_DIR
+from .errors import UserError
 
 
 def main() -> int:
-    env = local_env.prepare()
+    try:
+        env = local_env.prepare()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     host = os.environ.get("DAGSTER_HOST", "127.0.0.1")
     port = os.environ.get("DAGSTER_PORT", "3000")
     print(f"DAGSTER_HOME={env['DAGSTER_HOME']}", file=sys.stderr)

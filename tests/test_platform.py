@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 
 from platform_helpers import check_results, materialization_metadata, materialize
 
@@ -85,3 +86,18 @@ def test_card_loads_with_datasets(defs_module, instance, seeded_uri, tmp_path, m
         info = next(i for i in card.data.dataset_info if i["config_name"] == table)
         assert [f["name"] for f in info["features"]] == list(ds.features)
         assert ds.features == datasets.Features._from_yaml_list(info["features"])
+
+
+def test_bad_numeric_settings_name_the_variable(monkeypatch):
+    from dataset_assets.errors import UserError
+    from dataset_assets.resources import default_resources
+    from dataset_assets.sensors import build_sensors
+
+    monkeypatch.setenv("DATASET_ASSETS_WORKERS", "two")
+    with pytest.raises(UserError, match=r"DATASET_ASSETS_WORKERS='two' is not a whole number"):
+        default_resources()
+    monkeypatch.setenv("DATASET_ASSETS_WORKERS", "3")
+    assert default_resources()["export_settings"].workers == 3
+    monkeypatch.setenv("DATASET_ASSETS_AUTOMATION_INTERVAL", "0")
+    with pytest.raises(UserError, match=r"DATASET_ASSETS_AUTOMATION_INTERVAL=0 is below 1"):
+        build_sensors([dg.AssetKey("image")], [dg.AssetKey("dataset_card")])

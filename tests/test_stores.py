@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,20 @@ def test_primary_key_report_reads_shards_from_the_store(store, tmp_path):
     manifest = SimpleNamespace(files=[FileEntry(path=n, rows=3, bytes=len(b), sha256="") for n, b in files.items()])
     r = primary_key_report(store, "snap/t", manifest, "identifier")
     assert (r.rows, r.nulls, r.duplicates, r.examples, r.ok) == (6, 1, 1, ["k1"], False)
+
+
+def test_dagster_snapshot_store_on_s3_resource(s3_env, tmp_path):
+    """The Dagster resource's S3 path (a client from dagster_aws's S3Resource, as
+    default_resources builds it) publishes and reads like the CLI's store."""
+    import boto3
+    from dagster_aws.s3 import S3Resource
+
+    from dataset_assets.resources import SnapshotStore
+
+    bucket = f"res-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    store = SnapshotStore(url=f"s3://{bucket}/root", s3=S3Resource(endpoint_url=s3_env)).open()
+    assert store.url == f"s3://{bucket}/root"
+    store.publish_dir(stage(store, "snap/t", {"a.parquet": b"x" * 1000}), "snap/t")
+    assert store.is_complete("snap/t") and store.read_bytes("snap/t/a.parquet") == b"x" * 1000
+    assert store.sha256("snap/t/a.parquet") == hashlib.sha256(b"x" * 1000).hexdigest()

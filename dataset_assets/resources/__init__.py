@@ -11,6 +11,7 @@ import os
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from ..config import env_int
 from ..engine.export import ExportOptions
 from ..engine.writer import MiB, ParquetOptions
 from ..errors import UserError
@@ -119,7 +120,7 @@ def default_resources() -> dict:
             url=env_or(ENV_STORE, ""),
             s3=S3Resource(endpoint_url=dg.EnvVar(ENV_S3_ENDPOINT)) if endpoint else S3Resource(),
         ),
-        "export_settings": ExportSettings(workers=int(os.environ.get(ENV_WORKERS, "0") or 0)),
+        "export_settings": ExportSettings(workers=env_int(ENV_WORKERS, 0)),
         "hub": HubResource(
             repo_id=env_or(ENV_HF_REPO, ""),
             token=env_or(ENV_HF_TOKEN, ""),

@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from ..config import env_int
 from .changes import build_change_sensor
 
 ENV_SENSORS = "DATASET_ASSETS_SENSORS"  # "running" (default) or "stopped"
@@ -18,19 +19,12 @@ def default_status() -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.RUNNING
 
 
-def _interval(name: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(name, "") or default))
-    except ValueError:
-        return default
-
-
 def build_sensors(table_keys: list[dg.AssetKey], downstream_keys: list[dg.AssetKey]) -> list:
     automation = dg.AutomationConditionSensorDefinition(
         "release_automation",
         target=dg.AssetSelection.assets(*downstream_keys),
         default_status=default_status(),
-        minimum_interval_seconds=_interval(ENV_AUTOMATION_INTERVAL, 30),
+        minimum_interval_seconds=env_int(ENV_AUTOMATION_INTERVAL, 30, minimum=1),
         description="Materialises the dataset card (and the Hub push) of a date once every table of that date is fresh and its checks passed.",
     )
     return [build_change_sensor(table_keys), automation]

@@ -48,7 +48,7 @@ import time
 
 import dagster as dg
 
-from ..config import load_tables
+from ..config import env_int, load_tables
 from ..engine.changes import ChangeSignal, read_signals
 from ..engine.export import snapshot_prefix
 from ..engine.lifecycle import is_published
@@ -75,13 +75,6 @@ def _env_flag(name: str, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() not in ("0", "false", "no", "off")
-
-
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    try:
-        return max(minimum, int(os.environ.get(name, "") or default))
-    except ValueError:
-        return default
 
 
 def signal_hash(sig: ChangeSignal) -> str:
@@ -164,7 +157,7 @@ def _free_run_key(instance, table: str, date: str, sig_hash: str, attempt: int) 
 def build_change_sensor(table_keys: list[dg.AssetKey]) -> dg.SensorDefinition:
     from . import default_status
 
-    interval = _env_int(ENV_INTERVAL, 60)
+    interval = env_int(ENV_INTERVAL, 60, minimum=1)
 
     @dg.sensor(
         name="upstream_changes",
@@ -194,7 +187,7 @@ def evaluate(context: dg.SensorEvaluationContext, source_db: SourceDatabase, sna
     except UserError as exc:
         return dg.SkipReason(f"cannot read change signals: {exc}")
     same_day = _env_flag(ENV_SAME_DAY, True)
-    max_attempts = _env_int(ENV_MAX_ATTEMPTS, 3)
+    max_attempts = env_int(ENV_MAX_ATTEMPTS, 3, minimum=1)
     today = _today()
     store = None
     published: dict[str, bool] = {}
