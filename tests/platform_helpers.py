@@ -1,4 +1,5 @@
-"""Helpers for the Dagster tests: resources pointing at test databases and stores."""
+"""Helpers shared by the tests: resources pointing at test databases and stores, the CLI
+as a subprocess, and Dagster processes."""
 
 from __future__ import annotations
 
@@ -82,3 +83,21 @@ def dagster_process(command: str, args: list[str], env: dict, log: Path):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """``dataset-assets ARGS`` in a subprocess, with ``env`` added to this environment."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "dataset_assets.cli", *args], capture_output=True, text=True,
+                          env=e, timeout=timeout)
+
+
+def assert_one_sentence_error(proc, *needles) -> None:
+    """A non-zero exit with exactly one ``error:`` line holding every needle, and no traceback."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]

@@ -298,7 +298,7 @@ def test_card_from_a_store_without_local_files(snapshot):
     assert again.text == result.text and again.stats == result.stats and again.problems == []
 
 
-def test_verification_snippet_checks_a_copy(snapshot, capsys):
+def test_verification_snippet_checks_a_copy(snapshot, capsys, tmp_path):
     store, _, result = snapshot
     section = result.text.split("## Verifying a download", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
@@ -306,6 +306,16 @@ def test_verification_snippet_checks_a_copy(snapshot, capsys):
     code = re.sub(r"^folder = .*$", f"folder = Path({str(folder)!r})", code, flags=re.M)
     exec(compile(code, "snippet", "exec"), {})
     assert capsys.readouterr().out.count(" ok ") == 2
+    # ...and it catches a copy that differs by one byte
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shard = sorted(copy.rglob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    damaged = re.sub(r"^folder = .*$", f"folder = Path({str(copy)!r})", code, flags=re.M)
+    with pytest.raises(AssertionError, match="differs from the manifest"):
+        exec(compile(damaged, "snippet", "exec"), {})
 
 
 def test_files_that_disagree_with_their_manifest_are_problems(tmp_path):

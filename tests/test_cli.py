@@ -12,23 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from platform_helpers import assert_one_sentence_error, run_cli
 
 DATE = "2026-11-21"
-
-
-def run_cli(*args, env=None, timeout=300):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "dataset_assets.cli", *args], capture_output=True, text=True, env=e, timeout=timeout)
-
-
-def assert_one_sentence_error(proc, *needles):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_unknown_table(seeded_uri, tmp_path):

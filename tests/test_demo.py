@@ -3,6 +3,7 @@ Dagster instance in a fresh DATASET_ASSETS_HOME; what it prints works."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,10 +26,13 @@ def test_demo_from_a_fresh_home(tmp_path):
         assert q.returncode == 0, q.stderr[-2000:]
         assert int(q.stdout.strip().splitlines()[-1]) > 2000
         # a second run reuses the seeded database and replaces the draft snapshot
+        manifest = folder / "audio" / "_manifest.json"
+        first = json.loads(manifest.read_text())["source_snapshot"]["snapshot_id"]
         again = subprocess.run([sys.executable, "-m", "dataset_assets.demo", "--image-rows", "3000", "--audio-rows", "1000",
                                 "--snapshot", "2026-11-21"], env=env, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-3000:]
         assert "already holds the sample rows" in again.stderr
+        assert json.loads(manifest.read_text())["source_snapshot"]["snapshot_id"] != first  # exported anew
     finally:
         from dataset_assets.engine.embedded import stop_embedded
 

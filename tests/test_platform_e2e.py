@@ -56,7 +56,7 @@ def test_dagster_dev_launches_a_partition_over_graphql(seeded_uri, tmp_path):
 
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         deadline = time.time() + 180
-        run_id = None
+        run_id, last_error = None, None
         while time.time() < deadline and run_id is None:
             assert proc.poll() is None, log.read_text()[-3000:]
             try:
@@ -64,9 +64,10 @@ def test_dagster_dev_launches_a_partition_over_graphql(seeded_uri, tmp_path):
                     "__ASSET_JOB", repository_location_name="dataset_assets", repository_name="__repository__",
                     asset_selection=[["audio"]], tags={"dagster/partition": DATE},
                 )
-            except Exception:  # noqa: BLE001 - webserver still starting
+            except Exception as exc:  # noqa: BLE001 - webserver (or code location) still starting
+                last_error = exc
                 time.sleep(2)
-        assert run_id, "webserver never accepted the run"
+        assert run_id, f"webserver never accepted the run; last error: {last_error!r}"
         status = None
         while time.time() < deadline:
             status = client.get_run_status(run_id)
@@ -75,4 +76,3 @@ def test_dagster_dev_launches_a_partition_over_graphql(seeded_uri, tmp_path):
             time.sleep(2)
         assert status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-3000:]
         assert (store_dir / "snapshots" / DATE / "audio" / "_SUCCESS").exists()
-    assert proc.returncode is not None

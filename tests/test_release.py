@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,7 +12,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from platform_helpers import materialization_metadata, materialize
+from platform_helpers import materialization_metadata, materialize, run_cli
 
 from dataset_assets.engine.lifecycle import is_published, publication
 from dataset_assets.resources import HubResource
@@ -90,13 +88,6 @@ def run_text(instance, result) -> str:
 
 def step_failures(result) -> list[str]:
     return [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-
-
-def run_cli(*args, env=None, timeout=300):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "dataset_assets.cli", *args], capture_output=True, text=True,
-                          env=e, timeout=timeout)
 
 
 def export(uri: str, store, date: str, tables=("image", "audio")) -> None:
