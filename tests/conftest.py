@@ -90,3 +90,21 @@ def instance(tmp_path):
     (tmp_path / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
         yield inst
+
+
+@pytest.fixture
+def offline_datasets(monkeypatch, tmp_path):
+    """``datasets`` offline, caching under tmp_path (its config is read at import time, so patch it too)."""
+    import datasets.config as dconfig
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf"
+    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(cache),
+                       "HF_DATASETS_CACHE": str(cache / "datasets")}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for name, value in {"HF_HUB_OFFLINE": True, "HF_DATASETS_OFFLINE": True, "HF_DATASETS_CACHE": cache / "datasets",
+                        "HF_MODULES_CACHE": cache / "modules", "DOWNLOADED_DATASETS_PATH": cache / "datasets" / "downloads",
+                        "EXTRACTED_DATASETS_PATH": cache / "datasets" / "downloads" / "extracted"}.items():
+        monkeypatch.setattr(dconfig, name, value, raising=False)
+    return cache / "datasets"

@@ -230,24 +230,6 @@ def test_card_body(snapshot):
     assert "## Licensing and terms" in text
 
 
-@pytest.fixture
-def offline_datasets(monkeypatch, tmp_path):
-    """``datasets`` offline, caching under tmp_path (its config is read at import time, so patch it too)."""
-    import datasets.config as dconfig
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf"
-    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(cache),
-                       "HF_DATASETS_CACHE": str(cache / "datasets")}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    for name, value in {"HF_HUB_OFFLINE": True, "HF_DATASETS_OFFLINE": True, "HF_DATASETS_CACHE": cache / "datasets",
-                        "HF_MODULES_CACHE": cache / "modules", "DOWNLOADED_DATASETS_PATH": cache / "datasets" / "downloads",
-                        "EXTRACTED_DATASETS_PATH": cache / "datasets" / "downloads" / "extracted"}.items():
-        monkeypatch.setattr(dconfig, name, value, raising=False)
-    return cache / "datasets"
-
-
 @pytest.mark.parametrize("table", ["image", "audio"])
 def test_load_dataset_reads_the_snapshot_folder(snapshot, offline_datasets, table):
     import datasets

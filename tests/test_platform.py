@@ -68,9 +68,7 @@ def test_tampered_shard_fails_the_check_and_stops_the_card(defs_module, instance
     assert not card.exists()
 
 
-def test_card_loads_with_datasets(defs_module, instance, seeded_uri, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+def test_card_loads_with_datasets(defs_module, instance, seeded_uri, tmp_path, offline_datasets):
     store_dir = tmp_path / "store"
     assert materialize(defs_module, instance, DATE, seeded_uri, store_dir).success
     import datasets
