@@ -20,13 +20,13 @@ from ..errors import UserError
 from ..stores import Store
 from . import card_meta, card_sections
 from .card_facts import TableFacts, collect_table
+from .export import parse_snapshot_date
 from .docs import load_card_template, load_dataset_doc
 from .profile import Distribution
 from .verify import snapshot_tables
 
 README = "README.md"
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass
@@ -45,8 +45,7 @@ def card_key(snapshot: str) -> str:
 
 def _tables(store: Store, snapshot: str, tables: list[str] | None) -> list[str]:
     """The tables to describe: those asked for, else every table folder, in tables.yaml order."""
-    if not _DATE.fullmatch(snapshot):
-        raise UserError(f"Snapshot {snapshot!r} is not a date; pass it as YYYY-MM-DD.")
+    snapshot = parse_snapshot_date(snapshot)
     found = snapshot_tables(store, snapshot)
     if not found:
         raise UserError(f"There is no snapshot {snapshot} in {store.url}; export it first or pick an existing date.")

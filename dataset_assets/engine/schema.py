@@ -26,7 +26,7 @@ A column whose type is not in this table fails before any data moves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -128,7 +128,6 @@ def table_schema(info: TableInfo, columns: tuple[str, ...] | None = None) -> Tab
 # --- converting driver batches ------------------------------------------------
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_UUID_LAYOUT = np.array([0, 1, 2, 3, -1, 4, 5, -1, 6, 7, -1, 8, 9, -1, 10, 11, 12, 13, 14, 15])
 
 
 def uuid_to_string(arr: pa.Array) -> pa.Array:
@@ -164,7 +163,7 @@ def _convert(arr: pa.Array, target: pa.DataType, col: Column) -> pa.Array:
     if col.is_array:
         if typ == target:
             return arr
-        values = _convert(arr.values, target.value_type, Column(col.name, col.pg_type, col.typname, False, col.typmod, True, col.type_kind))
+        values = _convert(arr.values, target.value_type, replace(col, is_array=False, nullable=True))
         return pa.ListArray.from_arrays(arr.offsets, values, type=target, mask=arr.is_null() if arr.null_count else None)
     if col.typname == "uuid":
         return uuid_to_string(arr)

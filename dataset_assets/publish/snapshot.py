@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from ..engine.card import README
+from ..engine.export import parse_snapshot_date
 from ..engine.manifest import FORMAT as MANIFEST_FORMAT
 from ..errors import UserError, VerificationError
 from ..stores.base import MANIFEST, SUCCESS, Store
@@ -66,15 +67,14 @@ def snapshot_prefix(date: str) -> str:
 
 def load_snapshot(store: Store, date: str) -> Snapshot:
     """Read the snapshot ``date`` from ``store``; raise :class:`UserError` if it is not publishable."""
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
-        raise UserError(f"Snapshot {date!r} is not a date; pass it as YYYY-MM-DD.")
+    date = parse_snapshot_date(date)
     prefix = snapshot_prefix(date)
     readme_key = f"{prefix}/{README}"
-    if not store.list(prefix + "/"):
+    table_prefixes = sorted(store.iter_prefixes(prefix))  # one level; not every object of the snapshot
+    if not table_prefixes and not store.exists(readme_key):
         raise UserError(f"There is no snapshot {date} in {store.url}; export it first or pick an existing date.")
     if not store.exists(readme_key):
         raise UserError(f"Snapshot {date} in {store.url} has no {README} (the dataset card); build the card, then publish.")
-    table_prefixes = sorted(store.iter_prefixes(prefix))
     if not table_prefixes:
         raise UserError(f"Snapshot {date} in {store.url} holds no table folders; export at least one table first.")
     incomplete = [p.rsplit("/", 1)[-1] for p in table_prefixes if not store.is_complete(p)]
