@@ -256,3 +256,24 @@ def test_verify_catches_one_flipped_byte(seeded_uri, store):
     [report] = verify_snapshot(store, DATE)
     assert not report.ok
     assert any(victim in problem for problem in report.problems)
+
+
+def test_manifest_records_the_key_the_export_resolved(fresh_db, store, tmp_path, monkeypatch):
+    """A table keyed by its own primary key (not the configured default) records that key,
+    and the primary-key check reads that column."""
+    from dataset_assets import config
+    from dataset_assets.engine.checks import primary_key_report
+
+    uri = fresh_db("keyed")
+    with psycopg.connect(uri, autocommit=True) as c:
+        c.execute("CREATE TABLE keyed (id int8 PRIMARY KEY, v text)")
+        c.execute("INSERT INTO keyed SELECT g, 'v' || g FROM generate_series(1, 5000) g")
+    cfg = tmp_path / "tables.yaml"
+    cfg.write_text("tables:\n  keyed: {chunk_rows: 1000}\n")  # primary_key left at its default, identifier
+    monkeypatch.setenv("DATASET_ASSETS_TABLES", str(cfg))
+    config._load.cache_clear()
+    [res] = export_snapshot(uri, ["keyed"], DATE, store, ExportOptions(workers=2))
+    assert res.manifest.primary_key == "id" and res.manifest.chunking["key"] == "id"
+    report = primary_key_report(store, res.prefix, res.manifest, res.manifest.primary_key)
+    assert (report.rows, report.ok) == (5000, True)
+    config._load.cache_clear()

@@ -37,14 +37,19 @@ def build_table_checks(cfg: TableConfig) -> list[dg.AssetChecksDefinition]:
             )
 
     @dg.asset_check(asset=table, name="primary_key_unique", blocking=True,
-                    description=f"The primary key ({cfg.primary_key}) is unique and never null.")
+                    description=f"The primary key (as the export resolved it; configured: {cfg.primary_key}) is unique and never null.")
     def primary_key_unique(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStore) -> dg.AssetCheckResult:
         with user_errors_fail():
             store, prefix, m = manifest_for(context, snapshot_store)
-            r = primary_key_report(store, prefix, m, cfg.primary_key)
+            key = m.primary_key or cfg.primary_key  # manifests before the field: the configured key
+            if key not in {c["name"] for c in m.schema}:
+                raise dg.Failure(description=f"The primary key {key!r} of {table} is not among the exported columns; "
+                                             f"add it to the table's columns in tables.yaml.")
+            r = primary_key_report(store, prefix, m, key)
             return dg.AssetCheckResult(
                 passed=r.ok,
-                metadata={"rows": r.rows, "nulls": r.nulls, "duplicates": r.duplicates, "examples": ", ".join(r.examples)},
+                metadata={"key": key, "rows": r.rows, "nulls": r.nulls, "duplicates": r.duplicates,
+                          "examples": ", ".join(r.examples)},
             )
 
     @dg.asset_check(asset=table, name="checksums_verify", blocking=True,

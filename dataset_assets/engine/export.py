@@ -32,7 +32,7 @@ from . import chunks as chunking_mod
 from . import source as src
 from .manifest import FileEntry, Manifest, encode_schema
 from .pgsnapshot import SharedSnapshot
-from .plan import TablePlan, ctid_preds, plan_table, split_pages
+from .plan import TablePlan, ctid_preds, plan_table, primary_key, split_pages
 from .progress import Progress
 from .schema import conform
 from .writer import ParquetOptions, ShardWriter
@@ -191,6 +191,7 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
                      "source_rows_counted": counted, "count_check": how},
             parquet=options.parquet.as_dict(),
             filters=plan.filter_description,
+            primary_key=primary_key(plan.config, plan.info),
             chunking=chunking.as_dict() if chunking else None,
         )
         (staging / MANIFEST).write_text(manifest.to_json())

@@ -43,6 +43,7 @@ class Manifest:
     parquet: dict = field(default_factory=dict)
     filters: dict = field(default_factory=dict)
     chunking: dict | None = None
+    primary_key: str | None = None     # the key column the export resolved (tables.yaml or the table's own)
     root_hash: str = ""
     format: str = FORMAT
 
