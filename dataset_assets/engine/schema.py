@@ -131,12 +131,19 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 def uuid_to_string(arr: pa.Array) -> pa.Array:
-    """16-byte uuids (the driver's arrow.uuid) -> canonical strings, vectorised."""
+    """16-byte uuids -> canonical strings, vectorised.
+
+    The driver hands uuids over as 16-byte values: fixed-size (``arrow.uuid``, ADBC
+    1.10 and later) or variable-size binary in an opaque extension (earlier ADBC), which
+    is cast to fixed size first."""
     storage = arr.storage if isinstance(arr, pa.ExtensionArray) else arr
     n = len(storage)
     if n == 0:
         return pa.array([], pa.string())
-    raw = np.frombuffer(storage.buffers()[1], dtype=np.uint8, count=(storage.offset + n) * 16)[storage.offset * 16:]
+    if not pa.types.is_fixed_size_binary(storage.type):
+        storage = storage.cast(pa.binary(16))
+    data, start = storage.buffers()[1], storage.offset * 16
+    raw = np.frombuffer(data, dtype=np.uint8, count=start + n * 16)[start:]
     raw = raw.reshape(n, 16)
     hexed = np.empty((n, 36), dtype=np.uint8)
     hexed[:] = ord("-")
