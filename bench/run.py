@@ -221,8 +221,8 @@ def tool_naive_adbc(uri: str, table: str, workers: int, outdir: Path) -> dict:
     with pg.connect(uri) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT * FROM {quote_ident(table)}")
         reader = cur.fetch_record_batch()
-        # pyarrow 26 stores the driver's arrow.uuid / arrow.json extension types
-        # directly (parquet UUID / JSON logical types): no conversion needed.
+        # pyarrow writes the driver's types as they arrive (driver 1.8.0: uuid as
+        # 16-byte binary in an opaque extension, jsonb as string): no conversion needed.
         pending, pending_bytes = [], 0
         with pq.ParquetWriter(path, reader.schema, compression=s["compression"],
                               compression_level=s["compression_level"], write_page_index=s["page_index"]) as writer:
@@ -245,8 +245,8 @@ def tool_polars_adbc(uri: str, table: str, workers: int, outdir: Path) -> dict:
     s = parquet_settings()
     path = outdir / "polars_adbc.parquet"
     t0 = time.perf_counter()
-    # uuid arrives as Binary (16 bytes) and jsonb as the arrow.json extension;
-    # polars 2.1 writes both without casts (uuid as plain 16-byte binary).
+    # uuid arrives as Binary (16 bytes) and jsonb as a string; polars 2.1 writes
+    # both without casts (uuid as plain 16-byte binary).
     df = pl.read_database_uri(f"SELECT * FROM {quote_ident(table)}", uri, engine="adbc")
     rg = rows_per_group(df.estimated_size(), df.height)
     df.write_parquet(path, compression=s["compression"], compression_level=s["compression_level"], row_group_size=rg)
