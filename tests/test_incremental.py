@@ -156,3 +156,26 @@ def test_chunk_read_is_checked_against_its_count(fresh_db, tmp_path, small_chunk
     monkeypatch.setattr(chunks_mod, "chunk_rows", real)
     [ok] = export_snapshot(uri, ["audio"], "2026-11-02", store, ExportOptions(workers=2))
     assert ok.manifest.chunking["changed_chunks"] > 0 and store.is_complete(ok.prefix)
+
+
+def test_disk_full_while_chunks_are_finished_leaves_nothing_visible(fresh_db, tmp_path, small_chunks, monkeypatch):
+    """A chunk's shard is encoded while the next chunk streams (export._Closing); a write error
+    there (ENOSPC from /dev/full, for real) still fails the export with one sentence and
+    leaves no snapshot and no staging behind."""
+    from dataset_assets.engine import writer as writer_mod
+    from dataset_assets.errors import StoreError
+
+    uri = fresh_db("inc_full")
+    seed(uri, tables=["audio"], rows=1500, seed=2)
+    store = LocalStore(tmp_path / "full")
+    real = pq.ParquetWriter
+    monkeypatch.setattr(writer_mod.pq, "ParquetWriter", lambda where, *a, **kw: real(open("/dev/full", "wb", buffering=0), *a, **kw))
+    with pytest.raises(StoreError, match=r"is full; free space"):
+        export_snapshot(uri, ["audio"], "2026-11-01", store, ExportOptions(workers=2))
+    monkeypatch.setattr(writer_mod.pq, "ParquetWriter", real)
+    assert not store.exists("snapshots/2026-11-01/audio")
+    assert list((store.root / ".staging").glob("*")) == []
+    [done] = export_snapshot(uri, ["audio"], "2026-11-01", store, ExportOptions(workers=2))  # a rerun completes
+    [full] = export_snapshot(uri, ["audio"], "2026-11-01", LocalStore(tmp_path / "ref"), ExportOptions(incremental=False))
+    assert done.manifest.chunking["changed_chunks"] == len(done.manifest.chunking["fingerprints"])
+    assert rows(store, done.prefix) == rows(LocalStore(tmp_path / "ref"), full.prefix)

@@ -325,17 +325,27 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, 
     n = min(options.workers, len(work))
 
     def worker() -> None:
+        closing: _Closing | None = None  # the previous unit's shard being finished meanwhile
         try:
             with shared.connection() as (_, cur):
                 while not stop.is_set():
                     try:
                         unit, sql, expected = units.get_nowait()
                     except queue.Empty:
-                        return
-                    files.extend(_copy_unit(cur, plan, sql, unit, expected, staging, options, progress, counter, stop))
+                        break
+                    writer = _copy_unit(cur, plan, sql, unit, expected, staging, options, progress, counter, stop)
+                    previous, closing = closing, _Closing(writer)
+                    if previous is not None:
+                        files.extend(previous.result())
+                if closing is not None:
+                    files.extend(closing.result())
+                    closing = None
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
             stop.set()
+        finally:
+            if closing is not None:
+                closing.wait()
 
     threads = [threading.Thread(target=worker, name=f"export-{plan.info.name}-{i}", daemon=True) for i in range(n)]
     for t in threads:
@@ -355,8 +365,10 @@ BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 
 
 def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: int | None, staging, options: ExportOptions,
-               progress: Progress, counter: _Counter, stop: threading.Event) -> list[FileEntry]:
+               progress: Progress, counter: _Counter, stop: threading.Event) -> ShardWriter:
     """Stream one range: a reader thread decodes batches while this thread writes parquet.
+    Returns the writer with its last row group still to write: ``_Closing`` finishes it
+    while the worker's connection streams the next unit.
 
     A query with one column more than the schema carries the filters' verdict per row
     (``chunks.chunk_sql``); rows it rejects are dropped here. ``expected``: rows the query
@@ -417,7 +429,7 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: int | None, 
                 f"{plan.info.name}: chunk {unit} streamed {streamed[0]} rows but Postgres counted {expected} in the same "
                 f"snapshot; nothing was published, rerun the export."
             )
-        return writer.close()
+        return writer
     except BaseException:
         stop.set()
         writer.abort()
@@ -428,6 +440,44 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: int | None, 
             reader.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+class _Closing:
+    """Finishes a unit's shards (last row group, footer, sha256). A small remainder (an
+    incremental chunk's whole shard) is finished in a thread of its own, so the server
+    streams the worker's next unit meanwhile instead of waiting for the encoder; a large
+    one (the last row group of a range) is finished here, so two row groups of one worker
+    are never in memory at once. ``result()`` hands over the files or the failure."""
+
+    BACKGROUND_BYTES = 8 << 20
+
+    def __init__(self, writer: ShardWriter):
+        self._writer = writer
+        self._files: list[FileEntry] = []
+        self._error: BaseException | None = None
+        self._thread = None
+        if writer.pending_bytes <= self.BACKGROUND_BYTES:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        try:
+            self._files = self._writer.close()
+        except BaseException as exc:  # noqa: BLE001 - handed over by result()
+            self._error = exc
+            self._writer.abort()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> list[FileEntry]:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._files
 
 
 def _source_failure(uri: str, exc: BaseException) -> UserError:
