@@ -334,7 +334,7 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, 
                     except queue.Empty:
                         break
                     writer = _copy_unit(cur, plan, sql, unit, expected, staging, options, progress, counter, stop)
-                    previous, closing = closing, _Closing(writer)
+                    previous, closing = closing, _Closing(writer, background=expected is not None)
                     if previous is not None:
                         files.extend(previous.result())
                 if closing is not None:
@@ -443,20 +443,19 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: int | None, 
 
 
 class _Closing:
-    """Finishes a unit's shards (last row group, footer, sha256). A small remainder (an
-    incremental chunk's whole shard) is finished in a thread of its own, so the server
-    streams the worker's next unit meanwhile instead of waiting for the encoder; a large
-    one (the last row group of a range) is finished here, so two row groups of one worker
-    are never in memory at once. ``result()`` hands over the files or the failure."""
+    """Finishes a unit's shards (last row group, footer, sha256). An incremental chunk's shard
+    is finished in a thread of its own, so the server streams the worker's next chunk
+    meanwhile instead of waiting for the encoder; a range of a full export is finished here,
+    so a worker never holds a second row group (peak memory of the 1M-row benchmark: 400-421
+    MiB this way, 435-475 MiB with ranges finished in the background too). ``result()`` hands over
+    the files or the failure."""
 
-    BACKGROUND_BYTES = 8 << 20
-
-    def __init__(self, writer: ShardWriter):
+    def __init__(self, writer: ShardWriter, background: bool):
         self._writer = writer
         self._files: list[FileEntry] = []
         self._error: BaseException | None = None
         self._thread = None
-        if writer.pending_bytes <= self.BACKGROUND_BYTES:
+        if background:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
         else:

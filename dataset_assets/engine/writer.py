@@ -79,11 +79,6 @@ class ShardWriter:
         )
         self._rows_in_file = 0
 
-    @property
-    def pending_bytes(self) -> int:
-        """Arrow bytes buffered for the row group not yet written."""
-        return self._pending_bytes
-
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
