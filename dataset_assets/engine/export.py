@@ -367,8 +367,8 @@ BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: int | None, staging, options: ExportOptions,
                progress: Progress, counter: _Counter, stop: threading.Event) -> ShardWriter:
     """Stream one range: a reader thread decodes batches while this thread writes parquet.
-    Returns the writer with its last row group still to write: ``_Closing`` finishes it
-    while the worker's connection streams the next unit.
+    Returns the writer with its last row group still to write, for ``_Closing`` to finish
+    (for a chunk, while the worker's connection streams the next one).
 
     A query with one column more than the schema carries the filters' verdict per row
     (``chunks.chunk_sql``); rows it rejects are dropped here. ``expected``: rows the query

@@ -133,9 +133,9 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 def uuid_to_string(arr: pa.Array) -> pa.Array:
     """16-byte uuids -> canonical strings, vectorised.
 
-    The driver hands uuids over as 16-byte values: fixed-size (``arrow.uuid``, ADBC
-    1.10 and later) or variable-size binary in an opaque extension (earlier ADBC), which
-    is cast to fixed size first."""
+    The driver hands uuids over as 16-byte values: fixed-size (``arrow.uuid``, as ADBC 1.13
+    does) or variable-size binary in an opaque extension (as the pinned ADBC 1.8 does),
+    which is cast to fixed size first."""
     storage = arr.storage if isinstance(arr, pa.ExtensionArray) else arr
     n = len(storage)
     if n == 0:
