@@ -10,16 +10,12 @@ import json
 import os
 import sys
 
+from .config import ENV_HF_REPO, ENV_SOURCE, ENV_STORE, ENV_WEBHOOK
 from .errors import UserError
-
-SOURCE_ENV = "DATASET_ASSETS_SOURCE_URI"
-STORE_ENV = "DATASET_ASSETS_STORE_URL"
-REPO_ENV = "DATASET_ASSETS_HF_REPO"
-WEBHOOK_ENV = "DATASET_ASSETS_WEBHOOK_URL"
 
 
 def _source(args) -> str:
-    uri = getattr(args, "source", None) or os.environ.get(SOURCE_ENV)
+    uri = getattr(args, "source", None) or os.environ.get(ENV_SOURCE)
     if uri:
         return uri
     from .local_env import default_source_uri
@@ -30,7 +26,7 @@ def _source(args) -> str:
 def _store(args):
     from .stores import open_store
 
-    return open_store(getattr(args, "store", None) or os.environ.get(STORE_ENV))
+    return open_store(getattr(args, "store", None) or os.environ.get(ENV_STORE))
 
 
 def _tables(values: list[str] | None, default: list[str]) -> list[str]:
@@ -56,13 +52,13 @@ def cmd_seed(args) -> int:
 
 def cmd_export(args) -> int:
     from .config import load_tables
-    from .engine.export import ExportOptions, export_snapshot
+    from .engine.export import ExportOptions, default_workers, export_snapshot
     from .engine.progress import TerminalProgress
     from .engine.writer import MiB, ParquetOptions
 
     tables = _tables(args.table, list(load_tables()))
     options = ExportOptions(
-        workers=args.workers if args.workers is not None else (os.cpu_count() or 2),
+        workers=args.workers if args.workers is not None else default_workers(),
         parquet=ParquetOptions(shard_bytes=int(args.shard_mib * MiB), compression_level=args.zstd_level),
         force=args.force,
         skip_existing=args.skip_existing,
@@ -107,9 +103,9 @@ def cmd_publish(args) -> int:
     from .publish.notify import load_manifests, load_snippet, notify_webhook
 
     date = parse_snapshot_date(args.snapshot)
-    repo_id = (args.repo or os.environ.get(REPO_ENV) or "").strip()
+    repo_id = (args.repo or os.environ.get(ENV_HF_REPO) or "").strip()
     if not repo_id:
-        raise UserError(f"No Hugging Face dataset repo given; pass --repo ORG/NAME or set {REPO_ENV}.")
+        raise UserError(f"No Hugging Face dataset repo given; pass --repo ORG/NAME or set {ENV_HF_REPO}.")
     store = _store(args)
     # progress to stderr; a dry run's plan is the command's output, so it goes to stdout
     say = (lambda m: print(m)) if args.dry_run else (lambda m: print(m, file=sys.stderr))
@@ -127,7 +123,7 @@ def cmd_publish(args) -> int:
     print(f"url    {result.repo_url}/tree/{result.tag}")
     for m in manifests:
         print(f"load   {load_snippet(result.repo_id, result.tag, m.table)}")
-    webhook = os.environ.get(WEBHOOK_ENV)
+    webhook = os.environ.get(ENV_WEBHOOK)
     if webhook:
         notify_webhook(webhook, result, manifests, log=lambda m: print(f"warning: {m}", file=sys.stderr))
     return 0
@@ -138,10 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def source_arg(sp):
-        sp.add_argument("--source", help=f"postgresql:// URI (default: ${SOURCE_ENV}, else the embedded Postgres)")
+        sp.add_argument("--source", help=f"postgresql:// URI (default: ${ENV_SOURCE}, else the embedded Postgres)")
 
     def store_arg(sp):
-        sp.add_argument("--store", help=f"folder, file:///path or s3://bucket/prefix (default: ${STORE_ENV}, else .local/store)")
+        sp.add_argument("--store", help=f"folder, file:///path or s3://bucket/prefix (default: ${ENV_STORE}, else .local/store)")
 
     sp = sub.add_parser("seed", help="create the media tables and fill them with realistic sample rows")
     sp.add_argument("--rows", type=int, default=100_000, help="rows per table (default 100000)")
@@ -172,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("publish", help="push a snapshot to a Hugging Face dataset repo and tag it snapshot-<date>")
     sp.add_argument("--snapshot", required=True, help="snapshot date, YYYY-MM-DD")
-    sp.add_argument("--repo", help=f"dataset repo ORG/NAME (default: ${REPO_ENV}); the token comes from $HF_TOKEN")
+    sp.add_argument("--repo", help=f"dataset repo ORG/NAME (default: ${ENV_HF_REPO}); the token comes from $HF_TOKEN")
     sp.add_argument("--dry-run", action="store_true", help="print the files to add, delete and keep; change nothing")
     sp.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     sp.add_argument("--no-gate", action="store_true", help="create the repo without access gating (default: gated, auto-approved)")

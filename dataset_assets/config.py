@@ -19,6 +19,16 @@ from .errors import UserError
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 
+# Environment variables read by the CLI and the Dagster resources (listed in the README).
+ENV_SOURCE = "DATASET_ASSETS_SOURCE_URI"
+ENV_STORE = "DATASET_ASSETS_STORE_URL"
+ENV_S3_ENDPOINT = "DATASET_ASSETS_S3_ENDPOINT_URL"
+ENV_WORKERS = "DATASET_ASSETS_WORKERS"
+ENV_HF_REPO = "DATASET_ASSETS_HF_REPO"
+ENV_HF_TOKEN = "HF_TOKEN"
+ENV_HF_ENDPOINT = "HF_ENDPOINT"
+ENV_WEBHOOK = "DATASET_ASSETS_WEBHOOK_URL"
+
 
 @dataclass(frozen=True)
 class TableConfig:

@@ -45,7 +45,7 @@ def run(image_rows: int, audio_rows: int, snapshot: str | None) -> int:
 
     from .definitions import asset_checks, assets, defs
     from .partitions import snapshots
-    from .resources import ENV_HF_REPO
+    from .config import ENV_HF_REPO
 
     date = snapshot or dt.date.today().isoformat()
     instance = dg.DagsterInstance.get()

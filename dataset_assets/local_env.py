@@ -40,7 +40,7 @@ def default_source_uri() -> str:
 def prepare() -> dict[str, str]:
     """Start the embedded Postgres, make sure the demo database exists, and set
     the environment variables the Dagster resources read. Returns them."""
-    from .resources import ENV_SOURCE, ENV_STORE
+    from .config import ENV_SOURCE, ENV_STORE
     from .stores import default_store_url
 
     env = {

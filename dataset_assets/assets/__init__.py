@@ -6,7 +6,7 @@ import os
 import dagster as dg
 
 from ..config import load_tables
-from ..resources import ENV_HF_REPO
+from ..config import ENV_HF_REPO
 from .card import build_card_asset
 from .checks import build_table_checks
 from .conditions import FOLLOW_TABLES

@@ -53,9 +53,14 @@ def _bad_date(value: str) -> str:
     raise UserError(f"Snapshot date {value!r} is not a date in the form YYYY-MM-DD (for example {dt.date.today().isoformat()}).")
 
 
+def default_workers() -> int:
+    """One worker per core: each worker's connection is one server backend plus its client threads."""
+    return os.cpu_count() or 2
+
+
 @dataclass
 class ExportOptions:
-    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    workers: int = field(default_factory=default_workers)
     parquet: ParquetOptions = field(default_factory=ParquetOptions)
     force: bool = False              # replace an existing complete snapshot
     skip_existing: bool = False      # leave an existing complete snapshot alone and report it

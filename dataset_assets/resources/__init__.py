@@ -11,20 +11,22 @@ import os
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from ..config import env_int
-from ..engine.export import ExportOptions
+from ..config import (
+    ENV_HF_ENDPOINT,
+    ENV_HF_REPO,
+    ENV_HF_TOKEN,
+    ENV_S3_ENDPOINT,
+    ENV_SOURCE,
+    ENV_STORE,
+    ENV_WEBHOOK,
+    ENV_WORKERS,
+    env_int,
+)
+from ..engine.export import ExportOptions, default_workers
 from ..engine.writer import MiB, ParquetOptions
 from ..errors import UserError
 from ..stores import Store, open_store
 
-ENV_SOURCE = "DATASET_ASSETS_SOURCE_URI"
-ENV_STORE = "DATASET_ASSETS_STORE_URL"
-ENV_S3_ENDPOINT = "DATASET_ASSETS_S3_ENDPOINT_URL"
-ENV_WORKERS = "DATASET_ASSETS_WORKERS"
-ENV_HF_REPO = "DATASET_ASSETS_HF_REPO"
-ENV_HF_TOKEN = "HF_TOKEN"
-ENV_HF_ENDPOINT = "HF_ENDPOINT"
-ENV_WEBHOOK = "DATASET_ASSETS_WEBHOOK_URL"
 HUB_ENDPOINT = "https://huggingface.co"
 
 
@@ -71,7 +73,7 @@ class ExportSettings(dg.ConfigurableResource):
 
     def options(self, *, force: bool = False) -> ExportOptions:
         return ExportOptions(
-            workers=self.workers or (os.cpu_count() or 2),
+            workers=self.workers or default_workers(),
             parquet=ParquetOptions(shard_bytes=self.shard_mib * MiB, row_group_bytes=self.row_group_mib * MiB,
                                    compression_level=self.zstd_level),
             force=force,
