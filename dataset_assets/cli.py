@@ -96,36 +96,29 @@ def cmd_verify(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from .config import load_tables
     from .engine.export import parse_snapshot_date
-    from .engine.lifecycle import mark_published
     from .publish import publish_snapshot
-    from .publish.notify import load_manifests, load_snippet, notify_webhook
+    from .publish.notify import load_snippet
+    from .publish.release import release_snapshot
 
     date = parse_snapshot_date(args.snapshot)
     repo_id = (args.repo or os.environ.get(ENV_HF_REPO) or "").strip()
     if not repo_id:
         raise UserError(f"No Hugging Face dataset repo given; pass --repo ORG/NAME or set {ENV_HF_REPO}.")
     store = _store(args)
-    # progress to stderr; a dry run's plan is the command's output, so it goes to stdout
-    say = (lambda m: print(m)) if args.dry_run else (lambda m: print(m, file=sys.stderr))
-    result = publish_snapshot(store, date, repo_id, token=os.environ.get("HF_TOKEN") or None,
-                              endpoint=args.endpoint or os.environ.get("HF_ENDPOINT") or None,
-                              private=not args.public, gated=False if args.no_gate else "auto",
-                              dry_run=args.dry_run, log=say)
-    if args.dry_run:
+    hub = {"token": os.environ.get("HF_TOKEN") or None, "endpoint": args.endpoint or os.environ.get("HF_ENDPOINT") or None,
+           "private": not args.public, "gated": False if args.no_gate else "auto"}
+    if args.dry_run:  # the plan is the command's output, so it goes to stdout
+        publish_snapshot(store, date, repo_id, dry_run=True, log=print, **hub)
         return 0
-    mark_published(store, date, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
-                                 "commit": result.commit_sha})
-    manifests = load_manifests(store, date, order=list(load_tables()))
+    result, manifests = release_snapshot(store, date, repo_id, webhook_url=os.environ.get(ENV_WEBHOOK), **hub,
+                                         log=lambda m: print(m, file=sys.stderr),
+                                         warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     print(f"commit {result.commit_sha}")
     print(f"tag    {result.tag}")
     print(f"url    {result.repo_url}/tree/{result.tag}")
     for m in manifests:
         print(f"load   {load_snippet(result.repo_id, result.tag, m.table)}")
-    webhook = os.environ.get(ENV_WEBHOOK)
-    if webhook:
-        notify_webhook(webhook, result, manifests, log=lambda m: print(f"warning: {m}", file=sys.stderr))
     return 0
 
 

@@ -8,10 +8,8 @@ a failing webhook only logs a warning.
 
 import dagster as dg
 
-from ..config import load_tables
-from ..engine.lifecycle import mark_published
 from ..partitions import snapshots
-from ..publish.notify import load_manifests, load_snippet, notify_webhook
+from ..publish.notify import load_snippet
 from ..resources import HubResource, SnapshotStore
 from .failures import user_errors_fail
 
@@ -37,14 +35,8 @@ def build_release_asset(card_key: dg.AssetKey, automation_condition=None) -> dg.
                     hub: HubResource) -> dg.MaterializeResult:
         date = context.partition_key
         with user_errors_fail():
-            store = snapshot_store.open()
-            result = hub.publish(store, date, log=context.log.info)
-            mark_published(store, date, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
-                                         "commit": result.commit_sha})
-            manifests = load_manifests(store, date, order=list(load_tables()))
+            result, manifests = hub.release(snapshot_store.open(), date, log=context.log.info, warn=context.log.warning)
         tables = [m.table for m in manifests]
-        if hub.webhook_url:
-            notify_webhook(hub.webhook_url, result, manifests, log=context.log.warning)
         return dg.MaterializeResult(metadata={
             "repo": dg.MetadataValue.url(result.repo_url),
             "revision": dg.MetadataValue.url(f"{result.repo_url}/tree/{result.tag}"),

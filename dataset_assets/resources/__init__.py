@@ -105,13 +105,13 @@ class HubResource(dg.ConfigurableResource):
         value = (self.gated or "").strip().lower()
         return False if value in ("", "none", "false", "no", "off") else value
 
-    def publish(self, store: Store, snapshot: str, *, dry_run: bool = False, log=print):
-        """Publish ``snapshots/<snapshot>`` of ``store`` (see :func:`dataset_assets.publish.publish_snapshot`)."""
-        from ..publish import publish_snapshot
+    def release(self, store: Store, snapshot: str, *, log=print, warn=print):
+        """Release ``snapshots/<snapshot>`` of ``store`` (see :func:`dataset_assets.publish.release.release_snapshot`)."""
+        from ..publish.release import release_snapshot
 
-        return publish_snapshot(store, snapshot, self.require_repo(), token=self.token or None,
+        return release_snapshot(store, snapshot, self.require_repo(), token=self.token or None,
                                 endpoint=self.endpoint or None, private=self.private, gated=self.gated_value(),
-                                dry_run=dry_run, log=log)
+                                webhook_url=self.webhook_url or None, log=log, warn=warn)
 
 
 def default_resources() -> dict:

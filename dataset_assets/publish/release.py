@@ -1,0 +1,38 @@
+"""A release of a snapshot date: push it to the Hub, mark it published (immutable from then on),
+then tell the webhook. The CLI's ``publish`` and the ``hub_release`` asset both run this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..config import load_tables
+from ..engine.lifecycle import mark_published
+from ..engine.manifest import Manifest
+from ..stores.base import Store
+from .hub import PublishResult, publish_snapshot
+from .notify import load_manifests, notify_webhook
+
+
+def release_snapshot(
+    store: Store,
+    snapshot: str,
+    repo_id: str,
+    *,
+    token: str | None,
+    endpoint: str | None,
+    private: bool,
+    gated: bool | str,
+    webhook_url: str | None,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = print,
+) -> tuple[PublishResult, list[Manifest]]:
+    """The published result and the manifests of the tables it holds (configured tables first).
+    A failing webhook only ``warn``s: the release has happened by then."""
+    result = publish_snapshot(store, snapshot, repo_id, token=token, endpoint=endpoint, private=private,
+                              gated=gated, log=log)
+    mark_published(store, snapshot, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
+                                     "commit": result.commit_sha})
+    manifests = load_manifests(store, snapshot, order=list(load_tables()))
+    if webhook_url:
+        notify_webhook(webhook_url, result, manifests, log=warn)
+    return result, manifests
