@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ..errors import UserError
 from ..stores import SUCCESS, Store
-from .docs import TableDoc, check_documentation, load_table_doc
+from .docs import TableDoc, documentation_problems, load_table_doc
 from .manifest import Manifest
 from .profile import Distribution, scan_table
 from .verify import load_manifest
@@ -70,11 +70,12 @@ def collect_table(store: Store, snapshot: str, table: str, profile_columns: tupl
     scan = scan_table(store, prefix, manifest.files, profile)
     problems += _schema_problems(table, manifest, features, scan.schemas)
     problems += _row_problems(table, manifest, scan.rows, scan.file_rows)
-    problems += check_documentation(table, manifest.schema, docs_directory)
     try:
         doc = load_table_doc(table, docs_directory)
-    except UserError:
-        doc = None  # already reported by check_documentation
+        problems += documentation_problems(table, doc, manifest.schema)
+    except UserError as exc:
+        doc = None
+        problems.append(str(exc))
     return TableFacts(
         name=table,
         prefix=prefix,

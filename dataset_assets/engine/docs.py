@@ -151,6 +151,11 @@ def check_documentation(table: str, schema_columns: list[dict], directory: str |
         doc = load_table_doc(table, directory)
     except UserError as exc:
         return [str(exc)]
+    return documentation_problems(table, doc, schema_columns)
+
+
+def documentation_problems(table: str, doc: TableDoc, schema_columns: list[dict]) -> list[str]:
+    """:func:`check_documentation` for a table doc already loaded."""
     problems = list(doc.problems)
     if doc.declared_table is not None and doc.declared_table != table:
         problems.append(f"{table}: {table}.yaml says table: {doc.declared_table}; it must be {table}.")
