@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from ..engine.manifest import Manifest
-from ..stores.base import MANIFEST, Store
+from ..engine.verify import load_manifest, snapshot_tables
+from ..stores.base import Store
 from .hub import PublishResult, human_size
 
 TIMEOUT = 10.0
@@ -30,17 +31,12 @@ _log = logging.getLogger(__name__)
 
 
 def load_manifests(store: Store, snapshot: str, order: Iterable[str] = ()) -> list[Manifest]:
-    """The manifests of every table folder of ``snapshots/<snapshot>``; tables named in ``order`` come first."""
-    prefixes = {p.rsplit("/", 1)[-1]: p for p in store.iter_prefixes(f"snapshots/{snapshot}")}
-    order = [t for t in order if t in prefixes]
-    ranked = order + sorted(t for t in prefixes if t not in order)
-    out = []
-    for table in ranked:
-        try:
-            out.append(Manifest.from_json(store.read_bytes(f"{prefixes[table]}/{MANIFEST}")))
-        except FileNotFoundError:
-            continue
-    return out
+    """The manifests of the complete tables of ``snapshots/<snapshot>`` (what a publish pushes);
+    tables named in ``order`` come first."""
+    tables = snapshot_tables(store, snapshot)
+    ranked = [t for t in order if t in tables] + [t for t in tables if t not in order]
+    prefixes = [f"snapshots/{snapshot}/{t}" for t in ranked]
+    return [load_manifest(store, p) for p in prefixes if store.is_complete(p)]
 
 
 def load_snippet(repo_id: str, tag: str, table: str) -> str:
