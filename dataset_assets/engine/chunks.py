@@ -79,7 +79,7 @@ class Chunking:
 def basis(plan: TablePlan, parquet: dict) -> str:
     """Everything besides the rows that shapes a shard: schema, filters, key, parquet settings."""
     payload = {"schema": plan.schema.describe(), "filters": list(plan.filters), "key": key_column(plan).name,
-               "parquet": parquet, "format": 2}
+               "parquet": parquet, "format": 3}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -106,9 +106,21 @@ def choose_boundaries(cur, plan: TablePlan, chunk_rows: int = DEFAULT_CHUNK_ROWS
     return list(dict.fromkeys(v for v in values if v is not None))  # ascending already
 
 
-def _hash_expr(col) -> str:
+def reference_xid(cur) -> int:
+    """The transaction id ``age()`` counts from in ``cur``'s transaction (stable within it)."""
+    cur.execute("SELECT age('3'::xid)")
+    return (3 + int(cur.fetchone()[0])) % (1 << 32)
+
+
+def _hash_expr(col, reference: int) -> str:
+    """hash(key, xmin). ``xmin`` is recovered as ``reference - age(xmin)``: the same number for
+    the same xmin in every transaction (until that row's xmin is 2^31 transactions old, where
+    it moves by 2^32 once: one chunk re-read, never a missed change), and cheaper than
+    ``xmin::text::int8`` (bench/README.md). Rows frozen before Postgres 9.4 carry the special
+    xmin 2, whose ``age`` is 2^31-1 in every transaction: their hash is NULL, so ``sum`` leaves
+    them out and only ``count(*)`` sees them (such a row cannot change without a new xmin)."""
     k = f"t.{quote_ident(col.name)}"
-    seed = "t.xmin::text::int8"
+    seed = f"({reference}::int8 - nullif(age(t.xmin), 2147483647))"
     if col.typname == "uuid":
         return f"uuid_hash_extended({k}, {seed})"
     if col.typname in ("int2", "int4", "int8"):
@@ -127,24 +139,26 @@ def _bucket(col, alias: str, boundaries: list[str]) -> str:
     return f"width_bucket({alias}.{quote_ident(col.name)}, {_bounds_literal(col, boundaries)})"
 
 
-def _fingerprint_select(plan: TablePlan, table: str, boundaries: list[str], where: list[str] | None = None) -> str:
+def _fingerprint_select(plan: TablePlan, table: str, boundaries: list[str], reference: int,
+                        where: list[str] | None = None) -> str:
     """Per chunk of ``table`` (aliased t, keyed like the plan's table): (chunk, rows, sum of hashes)."""
     col = key_column(plan)
     w = (" WHERE " + " AND ".join(where)) if where else ""
-    return (f"SELECT {_bucket(col, 't', boundaries)} AS chunk, count(*), sum({_hash_expr(col)})::text "
+    return (f"SELECT {_bucket(col, 't', boundaries)} AS chunk, count(*), sum({_hash_expr(col, reference)})::text "
             f"FROM {quote_ident(table)} AS t{w} GROUP BY 1")
 
 
-def fingerprint_sql(plan: TablePlan, boundaries: list[str], extra: list[str] | None = None) -> str:
+def fingerprint_sql(plan: TablePlan, boundaries: list[str], reference: int, extra: list[str] | None = None) -> str:
     """Over every row of the table (no filters, see the module docstring); ``extra`` narrows it
-    to a part of the heap so several connections can share the scan."""
-    return _fingerprint_select(plan, plan.info.name, boundaries, extra)
+    to a part of the heap so several connections can share the scan. ``reference``: the
+    connection's ``reference_xid``."""
+    return _fingerprint_select(plan, plan.info.name, boundaries, reference, extra)
 
 
-def tombstone_fingerprint_sql(plan: TablePlan, boundaries: list[str]) -> str | None:
+def tombstone_fingerprint_sql(plan: TablePlan, boundaries: list[str], reference: int) -> str | None:
     """The same over the tombstone table, when the export excludes tombstoned rows."""
     table = plan.filter_description.get("exclude_tombstoned")
-    return _fingerprint_select(plan, table, boundaries) if table else None
+    return _fingerprint_select(plan, table, boundaries, reference) if table else None
 
 
 def merge_fingerprints(parts: list[list[tuple]], tombstones: list[tuple] | None = None) -> dict[int, str]:
