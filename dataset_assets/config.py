@@ -40,7 +40,7 @@ class TableConfig:
     columns: tuple[str, ...] | None = None
     profile_columns: tuple[str, ...] = field(default_factory=tuple)
     incremental: bool = True       # reuse unchanged chunks of the previous snapshot
-    chunk_rows: int = 2_000        # rows per chunk (and so per shard) in incremental mode
+    chunk_rows: int = 1_000        # rows per chunk (and so per shard) in incremental mode (bench/README.md)
 
 
 def tables_file() -> Path:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from .plan import TablePlan, primary_key
 from .source import quote_ident, quote_literal
 
-DEFAULT_CHUNK_ROWS = 2_000
+DEFAULT_CHUNK_ROWS = 1_000
 MAX_CHUNKS = 4_000
 
 

@@ -118,6 +118,7 @@ def export_snapshot(
     if not todo:
         return results
     with SharedSnapshot(source_uri) as shared:
+        shared.prepare(options.workers)  # the workers' (or the fingerprint scan's) connections, while we plan
         log(f"source snapshot {shared.snapshot_id} (txid snapshot {shared.txid_snapshot}) from {src.redact(source_uri)}")
         plans = [plan_table(shared.cur, cfg, options.workers) for cfg in todo]  # all fail fast before any data moves
         for plan in plans:

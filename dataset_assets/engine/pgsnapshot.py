@@ -8,7 +8,8 @@ every range of each, therefore sees exactly the same committed rows.
 
 Joined connections are kept for reuse (``connection()``): opening one costs
 tens of milliseconds (the driver loads the type catalog), which an incremental
-snapshot of a few changed chunks would otherwise pay twice per worker.
+snapshot of a few changed chunks would otherwise pay twice per worker; and
+``prepare(n)`` opens them in the background while the caller plans.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class SharedSnapshot:
     def __init__(self, uri: str):
         self.uri = uri
         self._idle: list = []
+        self._pending: list[threading.Thread] = []
+        self._closed = False
         self._lock = threading.Lock()
         self.conn = connect(uri)
         self.cur = self.conn.cursor()
@@ -52,11 +55,40 @@ class SharedSnapshot:
         cur.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot_id}'")
         return conn, cur
 
+    def prepare(self, n: int) -> None:
+        """Start joining ``n`` connections in the background; ``connection()`` hands them out."""
+        for _ in range(n):
+            t = threading.Thread(target=self._prepare_one, daemon=True)
+            self._pending.append(t)
+            t.start()
+
+    def _prepare_one(self) -> None:
+        try:
+            pair = self._join()
+        except Exception:  # noqa: BLE001 - connection() joins again and reports the error
+            return
+        with self._lock:
+            if not self._closed:
+                self._idle.append(pair)
+                return
+        _close(pair[0])
+
+    def _take(self):
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            pending = [t for t in self._pending if t.is_alive()]
+        for t in pending:  # one started earlier is ready sooner than a new one
+            t.join()
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop()
+        return None
+
     @contextmanager
     def connection(self):
         """(conn, cursor) on this snapshot, reused across callers; one that failed is closed."""
-        with self._lock:
-            pair = self._idle.pop() if self._idle else None
+        pair = self._take()
         if pair is None:
             pair = self._join()
         try:
@@ -68,6 +100,10 @@ class SharedSnapshot:
             self._idle.append(pair)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        for t in self._pending:
+            t.join()
         with self._lock:
             idle, self._idle = self._idle, []
         for conn, _ in idle:
