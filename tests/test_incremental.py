@@ -165,7 +165,7 @@ def test_chunk_read_is_checked_against_its_count(fresh_db, tmp_path, small_chunk
 
 
 def test_disk_full_while_chunks_are_finished_leaves_nothing_visible(fresh_db, tmp_path, small_chunks, monkeypatch):
-    """A chunk's shard is encoded while the next chunk streams (export._Closing); a write error
+    """A chunk's shard is encoded while the next chunk streams (export._finish in the background); a write error
     there (ENOSPC from /dev/full, for real) still fails the export with one sentence and
     leaves no snapshot and no staging behind."""
     from dataset_assets.engine import writer as writer_mod

@@ -143,23 +143,17 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
         expected_rows = chunking.rows([u for u, _, _ in units])
         count_sql = None  # each chunk read is checked against its fingerprint's count(*) instead
     staging = store.staging_dir(prefix)
+    staged = _Background(store.stage_reused, staging, reuse) if reuse else None  # while the workers read
     try:
         counter = _Counter()
-        count_box: dict = {}
-        count_thread = None
-        if count_sql is not None:
-            count_thread = threading.Thread(target=_count_rows, args=(shared, count_sql, count_box), daemon=True)
-            count_thread.start()
+        counting = _Background(_count_rows, shared, count_sql) if count_sql is not None else None
         progress.start(f"{table} {snapshot}", expected_rows)
         try:
             files = _run_workers(shared, plan, units, staging, options, progress, counter)
         finally:
             progress.finish()
         t_copy = time.perf_counter() - t0
-        if count_thread is not None:
-            count_thread.join()
-            if "error" in count_box:
-                raise count_box["error"]
+        source_rows = counting.result() if counting is not None else None
         written = sum(f.rows for f in files)
         if written != counter.rows:
             raise UserError(f"{table}: {counter.rows} rows were read but {written} written; the snapshot was not published, rerun the export.")
@@ -169,9 +163,9 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
                 raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; the snapshot was not published, rerun the export.")
         files = sorted(files + reused, key=lambda f: f.path)
         total = sum(f.rows for f in files)
-        if "rows" in count_box and count_box["rows"] != total:
+        if source_rows is not None and source_rows != total:
             raise UserError(
-                f"{table}: the source holds {count_box['rows']} rows at the snapshot but {total} were exported; "
+                f"{table}: the source holds {source_rows} rows at the snapshot but {total} were exported; "
                 f"the snapshot was not published, rerun the export."
             )
         if chunking is not None:
@@ -180,7 +174,7 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
             # the same way when it was written. What was verified is recorded as such.
             counted, how = total, "rows streamed per chunk read = its count(*)"
         else:
-            counted, how = count_box.get("rows"), "rows = count(*) of the table" if "rows" in count_box else None
+            counted, how = source_rows, "rows = count(*) of the table" if source_rows is not None else None
         manifest = Manifest(
             table=table,
             snapshot=snapshot,
@@ -201,6 +195,8 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
             chunking=chunking.as_dict() if chunking else None,
         )
         (staging / MANIFEST).write_text(manifest.to_json())
+        if staged is not None:
+            reuse = staged.result()
         store.publish_dir(staging, prefix, reuse=reuse, replace=options.force)
         manifest.timings["total_seconds"] = round(time.perf_counter() - t0, 3)
         how = f", {len(reused)} files reused from {chunking.base_snapshot}" if reused else ""
@@ -208,8 +204,40 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
             f"published at {store.url}/{prefix} in {manifest.timings['total_seconds']}s")
         return TableResult(table, snapshot, prefix, store.url, manifest)
     except BaseException:
+        if staged is not None:
+            staged.wait()  # its links land in staging, which goes now
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+class _Background:
+    """``fn(*args)`` in a thread (or at once with ``inline``); ``result()`` returns its value
+    or raises its exception."""
+
+    def __init__(self, fn, *args, inline: bool = False):
+        self._box: dict = {}
+        self._thread = None
+        if inline:
+            self._run(fn, args)
+        else:
+            self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+            self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            self._box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed over by result()
+            self._box["error"] = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self):
+        self.wait()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
 
 
 def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str, Manifest] | None:
@@ -310,13 +338,13 @@ class _Counter:
             self.rows += n
 
 
-def _count_rows(shared: SharedSnapshot, sql: str, box: dict) -> None:
+def _count_rows(shared: SharedSnapshot, sql: str) -> int:
     try:
         with shared.connection() as (_, cur):
             cur.execute(sql)
-            box["rows"] = int(cur.fetchone()[0])
-    except Exception as exc:  # noqa: BLE001 - handed to the main thread
-        box["error"] = _source_failure(shared.uri, exc)
+            return int(cur.fetchone()[0])
+    except Exception as exc:  # noqa: BLE001 - raised in the main thread by _Background.result
+        raise _source_failure(shared.uri, exc) from exc
 
 
 def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, str, int | None]], staging,
@@ -332,7 +360,7 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, 
     n = min(options.workers, len(work))
 
     def worker() -> None:
-        closing: _Closing | None = None  # the previous unit's shard being finished meanwhile
+        closing: _Background | None = None  # the previous unit's shards being finished meanwhile (_finish)
         try:
             with shared.connection() as (_, cur):
                 while not stop.is_set():
@@ -341,7 +369,7 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, 
                     except queue.Empty:
                         break
                     writer = _copy_unit(cur, plan, sql, unit, expected, staging, options, progress, counter, stop)
-                    previous, closing = closing, _Closing(writer, background=expected is not None)
+                    previous, closing = closing, _Background(_finish, writer, inline=expected is None)
                     if previous is not None:
                         files.extend(previous.result())
                 if closing is not None:
@@ -374,7 +402,7 @@ BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: int | None, staging, options: ExportOptions,
                progress: Progress, counter: _Counter, stop: threading.Event) -> ShardWriter:
     """Stream one range: a reader thread decodes batches while this thread writes parquet.
-    Returns the writer with its last row group still to write, for ``_Closing`` to finish
+    Returns the writer with its last row group still to write, for ``_finish``
     (for a chunk, while the worker's connection streams the next one).
 
     A query with one column more than the schema carries the filters' verdict per row
@@ -449,41 +477,19 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: int | None, 
             pass
 
 
-class _Closing:
-    """Finishes a unit's shards (last row group, footer, sha256). An incremental chunk's shard
-    is finished in a thread of its own, so the server streams the worker's next chunk
-    meanwhile instead of waiting for the encoder; a range of a full export is finished here,
-    so a worker never holds a second row group (peak memory of the 1M-row benchmark: 400-421
-    MiB this way, 435-475 MiB with ranges finished in the background too). ``result()`` hands over
-    the files or the failure."""
+def _finish(writer: ShardWriter) -> list[FileEntry]:
+    """A unit's shards finished (last row group, footer, sha256), or aborted on failure.
 
-    def __init__(self, writer: ShardWriter, background: bool):
-        self._writer = writer
-        self._files: list[FileEntry] = []
-        self._error: BaseException | None = None
-        self._thread = None
-        if background:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        else:
-            self._run()
-
-    def _run(self) -> None:
-        try:
-            self._files = self._writer.close()
-        except BaseException as exc:  # noqa: BLE001 - handed over by result()
-            self._error = exc
-            self._writer.abort()
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-
-    def result(self) -> list[FileEntry]:
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        return self._files
+    ``_run_workers`` finishes an incremental chunk's shard in the background, so the server
+    streams the worker's next chunk meanwhile instead of waiting for the encoder, and a range
+    of a full export inline, so a worker never holds a second row group (peak memory of the
+    1M-row benchmark: 400-421 MiB this way, 435-475 MiB with ranges finished in the
+    background too)."""
+    try:
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def _source_failure(uri: str, exc: BaseException) -> UserError:

@@ -99,6 +99,13 @@ class Store(ABC):
         existing complete prefix is replaced; without it, it is an error.
         """
 
+    def stage_reused(self, staging: Path, reuse: Mapping[str, str]) -> Mapping[str, str]:
+        """Put objects reused from earlier snapshots into ``staging`` ahead of ``publish_dir``,
+        where that is cheap for the store (it runs while the export still reads); returns the
+        part of ``reuse`` that ``publish_dir`` must still take care of. By default nothing is
+        staged: server-side copies happen at publish time."""
+        return reuse
+
     def is_complete(self, prefix: str) -> bool:
         return self.exists(f"{prefix.rstrip('/')}/{SUCCESS}")
 

@@ -115,6 +115,12 @@ class LocalStore(Store):
             raise _store_error(exc, self.root) from None
         return root
 
+    def stage_reused(self, staging: Path, reuse: Mapping[str, str]) -> Mapping[str, str]:
+        """Hard links (copies across file systems) into the staging directory: all of it."""
+        for name, src_key in reuse.items():
+            _link_or_copy(self._path(src_key), staging / name)
+        return {}
+
     def publish_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
         final = self._path(prefix)
         for name, src_key in (reuse or {}).items():
@@ -143,10 +149,11 @@ class LocalStore(Store):
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        dst.unlink()
     try:
         os.link(src, dst)
+    except FileExistsError:
+        dst.unlink()
+        _link_or_copy(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
 
