@@ -182,28 +182,51 @@ def chunk_rows(fingerprint: str) -> int:
     return int(fingerprint.split(":", 1)[0])
 
 
-def _chunk_preds(col, boundaries: list[str], chunk: int) -> list[str]:
-    """Key predicates of one chunk: ``[b[chunk-1], b[chunk])``, open at either end."""
+def _range_preds(col, boundaries: list[str], first: int, last: int) -> list[str]:
+    """Key predicates of chunks ``first..last``: ``[b[first-1], b[last])``, open at either end."""
     k = f"t.{quote_ident(col.name)}"
     preds = []
-    if chunk > 0:
-        preds.append(f"{k} >= {quote_literal(boundaries[chunk - 1])}::{col.pg_type}")
-    if chunk < len(boundaries):
-        preds.append(f"{k} < {quote_literal(boundaries[chunk])}::{col.pg_type}")
+    if first > 0:
+        preds.append(f"{k} >= {quote_literal(boundaries[first - 1])}::{col.pg_type}")
+    if last < len(boundaries):
+        preds.append(f"{k} < {quote_literal(boundaries[last])}::{col.pg_type}")
     return preds
 
 
+MAX_RUN = 8  # consecutive changed chunks read by one query
+
+
+def runs(chunks: list[int], longest: int | None = None) -> list[list[int]]:
+    """Sorted chunk numbers as runs of consecutive ones, at most ``longest`` (``MAX_RUN``)
+    long: [3, 4, 5, 9] -> [[3, 4, 5], [9]]."""
+    longest = longest or MAX_RUN
+    out: list[list[int]] = []
+    for c in sorted(chunks):
+        if out and c == out[-1][-1] + 1 and len(out[-1]) < longest:
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
+
+
 KEEP_COLUMN = "__dataset_assets_keep"
+CHUNK_COLUMN = "__dataset_assets_chunk"
 
 
-def chunk_sql(plan: TablePlan, boundaries: list[str], chunk: int) -> str:
-    """Every row of the chunk, so the rows streamed can be checked against the fingerprint's
-    ``count(*)``; the filters come as a last boolean column (``KEEP_COLUMN``) and the rows
-    they exclude are dropped on the client."""
-    preds = _chunk_preds(key_column(plan), boundaries, chunk)
+def chunk_sql(plan: TablePlan, boundaries: list[str], first: int, last: int | None = None) -> str:
+    """Every row of the consecutive chunks ``first..last`` (one query for a run of changed
+    chunks: one plan, one index range scan), so the rows each streams can be checked against
+    its fingerprint's ``count(*)``. Extra last columns: the filters' verdict (``KEEP_COLUMN``;
+    the client drops the rows it rejects) and, for more than one chunk, each row's chunk as an
+    offset from ``first`` (``CHUNK_COLUMN``)."""
+    last = first if last is None else last
+    col = key_column(plan)
+    preds = _range_preds(col, boundaries, first, last)
     where = (" WHERE " + " AND ".join(preds)) if preds else ""
-    if not plan.filters:
-        return plan.base_sql() + where
-    keep = " AND ".join(plan.filters)
-    cols = ", ".join(f"t.{quote_ident(c)}" for c in plan.schema.names)
-    return f"SELECT {cols}, ({keep}) AS {quote_ident(KEEP_COLUMN)} FROM {quote_ident(plan.info.name)} AS t{where}"
+    cols = [f"t.{quote_ident(c)}" for c in plan.schema.names]
+    if plan.filters:
+        cols.append(f"({' AND '.join(plan.filters)}) AS {quote_ident(KEEP_COLUMN)}")
+    if last > first:
+        cols.append(f"width_bucket(t.{quote_ident(col.name)}, {_bounds_literal(col, boundaries[first:last])}) "
+                    f"AS {quote_ident(CHUNK_COLUMN)}")
+    return f"SELECT {', '.join(cols)} FROM {quote_ident(plan.info.name)} AS t{where}"
