@@ -350,7 +350,7 @@ def _count_rows(shared: SharedSnapshot, sql: str) -> int:
         raise _source_failure(shared.uri, exc) from exc
 
 
-def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, str, int | None]], staging,
+def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, str, list[int] | None]], staging,
                  options: ExportOptions, progress: Progress, counter: _Counter) -> list[FileEntry]:
     """Each worker: its own connection on the shared snapshot, taking (unit, sql, rows each
     chunk must stream, or None for a range) from a queue."""
