@@ -185,3 +185,13 @@ def test_disk_full_while_chunks_are_finished_leaves_nothing_visible(fresh_db, tm
     [full] = export_snapshot(uri, ["audio"], "2026-11-01", LocalStore(tmp_path / "ref"), ExportOptions(incremental=False))
     assert done.manifest.chunking["changed_chunks"] == len(done.manifest.chunking["fingerprints"])
     assert rows(store, done.prefix) == rows(LocalStore(tmp_path / "ref"), full.prefix)
+
+
+def test_changed_chunks_are_read_in_runs_of_consecutive_chunks():
+    """One query per run of consecutive changed chunks, at most chunks.MAX_RUN long."""
+    from dataset_assets.engine.chunks import MAX_RUN, runs
+
+    assert runs([9, 3, 5, 4]) == [[3, 4, 5], [9]]
+    assert runs([]) == []
+    assert runs(list(range(2 * MAX_RUN + 1))) == [list(range(MAX_RUN)), list(range(MAX_RUN, 2 * MAX_RUN)), [2 * MAX_RUN]]
+    assert runs([1, 2, 3], longest=2) == [[1, 2], [3]]
