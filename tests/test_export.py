@@ -244,6 +244,10 @@ def test_existing_snapshot_is_not_overwritten(seeded_uri, store):
     assert again.skipped
     [forced] = export_snapshot(seeded_uri, ["audio"], DATE, store, ExportOptions(force=True))
     assert not forced.skipped and store.is_complete(forced.prefix)
+    # a damaged manifest of the existing snapshot is one sentence, not a traceback
+    store.local_path(f"{forced.prefix}/_manifest.json").write_text('{"table": "audio"}')
+    with pytest.raises(UserError, match=r"_manifest.json .* is damaged"):
+        export_snapshot(seeded_uri, ["audio"], DATE, store, ExportOptions(skip_existing=True))
 
 
 def test_verify_catches_one_flipped_byte(seeded_uri, store):

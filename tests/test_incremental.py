@@ -159,9 +159,33 @@ def test_chunk_read_is_checked_against_its_count(fresh_db, tmp_path, small_chunk
     with pytest.raises(UserError, match=r"chunk \d+ streamed \d+ rows but Postgres counted"):
         export_snapshot(uri, ["audio"], "2026-11-02", store, ExportOptions(workers=2))
     assert not store.is_complete("snapshots/2026-11-02/audio")
+
+    # one chunk in the middle of a run read by one query: the check is per chunk, and names it
+    calls = []
+
+    def off_for_the_third(fp):
+        calls.append(fp)
+        return real(fp) + (1 if len(calls) == 3 else 0)
+
+    monkeypatch.setattr(chunks_mod, "chunk_rows", off_for_the_third)
+    with pytest.raises(UserError, match=r"chunk 2 streamed \d+ rows but Postgres counted"):
+        export_snapshot(uri, ["audio"], "2026-11-02", LocalStore(tmp_path / "fresh"), ExportOptions(workers=2))
     monkeypatch.setattr(chunks_mod, "chunk_rows", real)
     [ok] = export_snapshot(uri, ["audio"], "2026-11-02", store, ExportOptions(workers=2))
     assert ok.manifest.chunking["changed_chunks"] > 0 and store.is_complete(ok.prefix)
+
+
+def test_a_damaged_earlier_manifest_is_no_base(fresh_db, tmp_path, small_chunks):
+    """The newest earlier snapshot whose manifest is damaged is skipped as a base (with no other,
+    every chunk is read); the export neither fails nor reuses files it cannot vouch for."""
+    uri = fresh_db("inc_damaged")
+    seed(uri, tables=["audio"], rows=1000, seed=6)
+    store = LocalStore(tmp_path / "s")
+    [base] = export_snapshot(uri, ["audio"], "2026-11-01", store, ExportOptions(workers=2))
+    store.local_path(f"{base.prefix}/_manifest.json").write_text('{"table": "audio"}')
+    [nxt] = export_snapshot(uri, ["audio"], "2026-11-02", store, ExportOptions(workers=2))
+    assert nxt.manifest.chunking["base_snapshot"] is None and not any(f.reused_from for f in nxt.manifest.files)
+    assert nxt.manifest.timings["rows_exported"] == nxt.manifest.row_count == base.manifest.row_count
 
 
 def test_disk_full_while_chunks_are_finished_leaves_nothing_visible(fresh_db, tmp_path, small_chunks, monkeypatch):

@@ -51,10 +51,6 @@ class Chunking:
     changed_chunks: int | None = None
     reused_files: int = 0
 
-    @property
-    def count(self) -> int:
-        return len(self.boundaries) + 1
-
     def as_dict(self) -> dict:
         return {
             "key": self.key, "key_type": self.key_type, "boundaries": self.boundaries,
@@ -69,11 +65,6 @@ class Chunking:
                    fingerprints={int(k): v for k, v in d["fingerprints"].items()}, basis=d["basis"],
                    base_snapshot=d.get("base_snapshot"), changed_chunks=d.get("changed_chunks"),
                    reused_files=d.get("reused_files", 0))
-
-    def rows(self, chunks=None) -> int:
-        """Rows of the table in ``chunks`` (all by default), before filters."""
-        keys = self.fingerprints if chunks is None else chunks
-        return sum(chunk_rows(self.fingerprints[c]) for c in keys if c in self.fingerprints)
 
 
 def basis(plan: TablePlan, parquet: dict) -> str:
@@ -133,10 +124,11 @@ def _bounds_literal(col, boundaries: list[str]) -> str:
     return f"{quote_literal('{' + items + '}')}::{col.pg_type}[]"
 
 
-def _bucket(col, alias: str, boundaries: list[str]) -> str:
+def _bucket(col, boundaries: list[str]) -> str:
+    """The chunk of each row of ``t``: where its key falls among ``boundaries``."""
     if not boundaries:
         return "0"
-    return f"width_bucket({alias}.{quote_ident(col.name)}, {_bounds_literal(col, boundaries)})"
+    return f"width_bucket(t.{quote_ident(col.name)}, {_bounds_literal(col, boundaries)})"
 
 
 def _fingerprint_select(plan: TablePlan, table: str, boundaries: list[str], reference: int,
@@ -144,7 +136,7 @@ def _fingerprint_select(plan: TablePlan, table: str, boundaries: list[str], refe
     """Per chunk of ``table`` (aliased t, keyed like the plan's table): (chunk, rows, sum of hashes)."""
     col = key_column(plan)
     w = (" WHERE " + " AND ".join(where)) if where else ""
-    return (f"SELECT {_bucket(col, 't', boundaries)} AS chunk, count(*), sum({_hash_expr(col, reference)})::text "
+    return (f"SELECT {_bucket(col, boundaries)} AS chunk, count(*), sum({_hash_expr(col, reference)})::text "
             f"FROM {quote_ident(table)} AS t{w} GROUP BY 1")
 
 
@@ -155,10 +147,14 @@ def fingerprint_sql(plan: TablePlan, boundaries: list[str], reference: int, extr
     return _fingerprint_select(plan, plan.info.name, boundaries, reference, extra)
 
 
-def tombstone_fingerprint_sql(plan: TablePlan, boundaries: list[str], reference: int) -> str | None:
-    """The same over the tombstone table, when the export excludes tombstoned rows."""
-    table = plan.filter_description.get("exclude_tombstoned")
-    return _fingerprint_select(plan, table, boundaries, reference) if table else None
+def tombstone_table(plan: TablePlan) -> str | None:
+    """The tombstone table whose rows the export excludes, if it does."""
+    return plan.filter_description.get("exclude_tombstoned")
+
+
+def tombstone_fingerprint_sql(plan: TablePlan, boundaries: list[str], reference: int) -> str:
+    """The same over the plan's ``tombstone_table``."""
+    return _fingerprint_select(plan, tombstone_table(plan), boundaries, reference)
 
 
 def merge_fingerprints(parts: list[list[tuple]], tombstones: list[tuple] | None = None) -> dict[int, str]:
@@ -213,13 +209,12 @@ KEEP_COLUMN = "__dataset_assets_keep"
 CHUNK_COLUMN = "__dataset_assets_chunk"
 
 
-def chunk_sql(plan: TablePlan, boundaries: list[str], first: int, last: int | None = None) -> str:
+def chunk_sql(plan: TablePlan, boundaries: list[str], first: int, last: int) -> str:
     """Every row of the consecutive chunks ``first..last`` (one query for a run of changed
     chunks: one plan, one index range scan), so the rows each streams can be checked against
     its fingerprint's ``count(*)``. Extra last columns: the filters' verdict (``KEEP_COLUMN``;
     the client drops the rows it rejects) and, for more than one chunk, each row's chunk as an
     offset from ``first`` (``CHUNK_COLUMN``)."""
-    last = first if last is None else last
     col = key_column(plan)
     preds = _range_preds(col, boundaries, first, last)
     where = (" WHERE " + " AND ".join(preds)) if preds else ""
@@ -227,6 +222,5 @@ def chunk_sql(plan: TablePlan, boundaries: list[str], first: int, last: int | No
     if plan.filters:
         cols.append(f"({' AND '.join(plan.filters)}) AS {quote_ident(KEEP_COLUMN)}")
     if last > first:
-        cols.append(f"width_bucket(t.{quote_ident(col.name)}, {_bounds_literal(col, boundaries[first:last])}) "
-                    f"AS {quote_ident(CHUNK_COLUMN)}")
+        cols.append(f"{_bucket(col, boundaries[first:last])} AS {quote_ident(CHUNK_COLUMN)}")
     return f"SELECT {', '.join(cols)} FROM {quote_ident(plan.info.name)} AS t{where}"

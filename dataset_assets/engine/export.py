@@ -37,6 +37,7 @@ from .pgsnapshot import SharedSnapshot
 from .plan import TablePlan, ctid_preds, plan_table, primary_key, split_pages
 from .progress import Progress
 from .schema import conform
+from .verify import load_manifest
 from .writer import ParquetOptions, ShardWriter
 
 
@@ -108,7 +109,7 @@ def export_snapshot(
         prefix = snapshot_prefix(snapshot, cfg.name)
         if store.is_complete(prefix) and not options.force:
             if options.skip_existing:
-                manifest = Manifest.from_json(store.read_bytes(f"{prefix}/{MANIFEST}"))
+                manifest = load_manifest(store, prefix)  # a damaged one is a UserError, not a traceback
                 results.append(TableResult(cfg.name, snapshot, prefix, store.url, manifest, skipped=True))
                 log(f"{cfg.name}: snapshot {snapshot} already complete in {store.url}; left as it is")
                 continue
@@ -252,9 +253,9 @@ def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str,
         if not store.is_complete(prefix):
             continue
         try:
-            m = Manifest.from_json(store.read_bytes(f"{prefix}/{MANIFEST}"))
-        except (FileNotFoundError, ValueError, TypeError):
-            continue
+            m = load_manifest(store, prefix)
+        except UserError:
+            continue  # a damaged earlier snapshot is no base; an older one may be
         if m.chunking and m.chunking.get("basis") == basis:
             return date, m
     return None
@@ -301,34 +302,27 @@ def _parallel_fingerprints(shared: SharedSnapshot, plan: TablePlan, boundaries: 
     """One fingerprint scan split over ``workers`` connections by heap range (same snapshot),
     plus the tombstones' fingerprint on the coordinating connection meanwhile. (More, smaller
     ranges taken from a queue measured slower: 0.55 s against 0.52 s for 1M rows.)"""
-    parts: list = []
-    errors: list[BaseException] = []
 
-    def scan(lo, hi) -> None:
-        try:
-            with shared.connection() as (_, cur):
-                cur.execute(chunking_mod.fingerprint_sql(plan, boundaries, chunking_mod.reference_xid(cur), ctid_preds(lo, hi)))
-                parts.append(cur.fetchall())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            errors.append(exc)
+    def scan(lo, hi) -> list[tuple]:
+        with shared.connection() as (_, cur):
+            cur.execute(chunking_mod.fingerprint_sql(plan, boundaries, chunking_mod.reference_xid(cur), ctid_preds(lo, hi)))
+            return cur.fetchall()
 
-    ranges = split_pages(plan.pages, workers)
-    threads = [threading.Thread(target=scan, args=r, daemon=True) for r in ranges]
-    for t in threads:
-        t.start()
-    tombstones = None
+    def tombstones() -> list[tuple]:
+        if not chunking_mod.tombstone_table(plan):
+            return []
+        shared.cur.execute(chunking_mod.tombstone_fingerprint_sql(plan, boundaries, chunking_mod.reference_xid(shared.cur)))
+        return shared.cur.fetchall()
+
+    scans = [_Background(scan, lo, hi) for lo, hi in split_pages(plan.pages, workers)]
     try:
-        sql = chunking_mod.tombstone_fingerprint_sql(plan, boundaries, chunking_mod.reference_xid(shared.cur))
-        if sql:
-            shared.cur.execute(sql)
-            tombstones = shared.cur.fetchall()
-    except BaseException as exc:  # noqa: BLE001
-        errors.append(exc)
-    for t in threads:
-        t.join()
-    if errors:
-        raise _source_failure(shared.uri, errors[0])
-    return chunking_mod.merge_fingerprints(parts, tombstones)
+        marks = tombstones()  # on the coordinating connection while the scans run
+        parts = [s.result() for s in scans]
+    except BaseException as exc:  # noqa: BLE001 - the first failure, as one sentence
+        for s in scans:
+            s.wait()
+        raise _source_failure(shared.uri, exc) from exc
+    return chunking_mod.merge_fingerprints(parts, marks)
 
 
 class _Counter:
