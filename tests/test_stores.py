@@ -235,13 +235,16 @@ def test_s3_multipart_upload_verifies(s3_store, tmp_path):
 
 
 def test_s3_multipart_copy_keeps_metadata(s3_store, tmp_path):
-    from dataset_assets.stores.s3 import S3Store
+    from dataset_assets.stores.s3 import META_SHA256, S3Store
 
     store = S3Store(s3_store.client, s3_store.bucket, s3_store.prefix, copy_multipart_threshold=5 * MiB, staging_root=tmp_path / "stg")
     data = os.urandom(6 * MiB)
     store.put_file("a/big", write(tmp_path / "big", data))
     store.copy("a/big", "b/big")  # UploadPartCopy path (5 GiB and up in real use)
     assert store.sha256("b/big") == hashlib.sha256(data).hexdigest()
+    heads = [store.client.head_object(Bucket=store.bucket, Key=store._key(k)) for k in ("a/big", "b/big")]
+    metas = [(h.get("Metadata") or {}).get(META_SHA256) for h in heads]
+    assert metas[0] and metas[1] == metas[0]  # the copy carries the source's sha256 metadata
 
 
 def test_s3_verification_catches_a_corrupted_upload(s3_store, tmp_path):

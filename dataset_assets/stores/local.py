@@ -123,8 +123,7 @@ class LocalStore(Store):
 
     def publish_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
         final = self._path(prefix)
-        for name, src_key in (reuse or {}).items():
-            _link_or_copy(self._path(src_key), staging / name)
+        self.stage_reused(staging, reuse or {})
         # _SUCCESS must be inside the directory when it is renamed into place:
         # the rename is the atomic step, so the marker can never be seen early.
         if not (staging / SUCCESS).exists():
@@ -149,11 +148,10 @@ class LocalStore(Store):
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes ``src``'s content: a hard link, or a copy across file systems."""
+    dst.unlink(missing_ok=True)
     try:
         os.link(src, dst)
-    except FileExistsError:
-        dst.unlink()
-        _link_or_copy(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
 
