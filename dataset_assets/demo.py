@@ -45,7 +45,7 @@ def run(image_rows: int, audio_rows: int, snapshot: str | None) -> int:
 
     from .definitions import asset_checks, assets, defs
     from .partitions import snapshots
-    from .config import ENV_HF_REPO
+    from .config import ENV_HF_REPO, ENV_HF_TOKEN
 
     date = snapshot or dt.date.today().isoformat()
     instance = dg.DagsterInstance.get()
@@ -55,7 +55,7 @@ def run(image_rows: int, audio_rows: int, snapshot: str | None) -> int:
     selection = dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks()
     if not os.environ.get(ENV_HF_REPO):  # without a repo there is nothing to push to
         selection = selection - dg.AssetSelection.assets("hub_release")
-        print(f"(set {ENV_HF_REPO} and HF_TOKEN to also push the snapshot to the Hub)", file=sys.stderr)
+        print(f"(set {ENV_HF_REPO} and {ENV_HF_TOKEN} to also push the snapshot to the Hub)", file=sys.stderr)
     result = dg.materialize([*assets, *asset_checks], instance=instance, partition_key=date, selection=selection,
                             resources=defs.resources, raise_on_error=False,
                             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})

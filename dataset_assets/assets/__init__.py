@@ -5,8 +5,7 @@ import os
 
 import dagster as dg
 
-from ..config import load_tables
-from ..config import ENV_HF_REPO
+from ..config import ENV_HF_REPO, load_tables
 from .card import build_card_asset
 from .checks import build_table_checks
 from .conditions import FOLLOW_TABLES

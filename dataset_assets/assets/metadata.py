@@ -5,8 +5,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from ..engine.docs import load_table_doc
-from ..errors import UserError
 from ..engine.export import TableResult
+from ..errors import UserError
 from ..stores import MANIFEST, Store
 
 PREVIEW_ROWS = 5

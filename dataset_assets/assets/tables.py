@@ -9,10 +9,10 @@ import dagster as dg
 
 from ..config import TableConfig
 from ..engine.docs import load_table_doc
-from ..errors import UserError
 from ..engine.export import export_snapshot
 from ..engine.lifecycle import ensure_draft
 from ..engine.progress import LogProgress
+from ..errors import UserError
 from ..partitions import snapshots
 from ..resources import ExportSettings, SnapshotStore, SourceDatabase
 from .failures import user_errors_fail

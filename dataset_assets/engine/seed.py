@@ -712,15 +712,11 @@ def _tombstone_sql(table: str, seed: int) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _connect(uri: str, autocommit: bool = False):
-    return connect(uri, autocommit=autocommit)  # clear one-sentence errors for host, user, database
-
-
 @contextlib.contextmanager
 def _writing(uri: str, what: str):
     """A connection whose uncommitted work is rolled back on failure; database errors
-    become one sentence naming what failed."""
-    conn = _connect(uri)
+    become one sentence naming what failed (connection failures already are: ``connect``)."""
+    conn = connect(uri, autocommit=False)
     try:
         yield conn
     except UserError:
@@ -809,7 +805,7 @@ def seed(
 
 
 def _analyze(uri: str, tables: Sequence[str]) -> None:
-    conn = _connect(uri, autocommit=True)
+    conn = connect(uri, autocommit=True)
     try:
         with conn.cursor() as cur:
             for t in tables:
