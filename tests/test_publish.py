@@ -93,6 +93,10 @@ def test_publish_two_snapshots(hub_server, store):
     info = HfApi(endpoint=hub_server.endpoint).dataset_info(REPO)
     assert info.private is True and info.gated == "auto"
     assert first.repo_url == f"{hub_server.endpoint}/datasets/{REPO}"
+    # the result carries each table's manifest as pushed (the release's notice reads them, not the store again)
+    tables = sorted({p.split("/")[0] for p in hub_server.files(REPO, first.tag) if p.endswith("/_manifest.json")})
+    published = [hub_server.read(REPO, f"{t}/_manifest.json", first.tag) for t in tables]
+    assert len(tables) == 2 and sorted(first.manifests) == sorted(published)
 
     hub_server.reset_counters()
     second = publish(hub_server, store, SECOND)

@@ -107,6 +107,7 @@ class PublishResult:
     kept_bytes: int
     added: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
+    manifests: tuple[bytes, ...] = ()  # each table's _manifest.json as published, in table-folder order
 
 
 def publish_snapshot(
@@ -381,6 +382,7 @@ class _Pusher:
             deleted_files=len(plan.delete), deleted_bytes=sum(f.size for f in plan.delete),
             kept_files=len(kept), kept_bytes=sum(f.size for f in kept),
             added=tuple(f.path for f in added), deleted=tuple(f.path for f in plan.delete),
+            manifests=tuple(t.manifest for t in self.snap.tables),
         )
 
 

@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from ..engine.manifest import Manifest
-from ..engine.verify import load_manifest, snapshot_tables
-from ..stores.base import Store
 from .hub import PublishResult, human_size
 
 TIMEOUT = 10.0
@@ -28,15 +26,6 @@ ATTEMPTS = 3
 RETRY_WAIT = 1.0
 _RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 _log = logging.getLogger(__name__)
-
-
-def load_manifests(store: Store, snapshot: str, order: Iterable[str] = ()) -> list[Manifest]:
-    """The manifests of the complete tables of ``snapshots/<snapshot>`` (what a publish pushes);
-    tables named in ``order`` come first."""
-    tables = snapshot_tables(store, snapshot)
-    ranked = [t for t in order if t in tables] + [t for t in tables if t not in order]
-    prefixes = [f"snapshots/{snapshot}/{t}" for t in ranked]
-    return [load_manifest(store, p) for p in prefixes if store.is_complete(p)]
 
 
 def load_snippet(repo_id: str, tag: str, table: str) -> str:

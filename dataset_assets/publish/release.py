@@ -10,7 +10,7 @@ from ..engine.lifecycle import mark_published
 from ..engine.manifest import Manifest
 from ..stores.base import Store
 from .hub import PublishResult, publish_snapshot
-from .notify import load_manifests, notify_webhook
+from .notify import notify_webhook
 
 
 def release_snapshot(
@@ -26,13 +26,15 @@ def release_snapshot(
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] = print,
 ) -> tuple[PublishResult, list[Manifest]]:
-    """The published result and the manifests of the tables it holds (configured tables first).
+    """The published result and the manifests of the tables it holds (tables.yaml's first).
     A failing webhook only ``warn``s: the release has happened by then."""
     result = publish_snapshot(store, snapshot, repo_id, token=token, endpoint=endpoint, private=private,
                               gated=gated, log=log)
     mark_published(store, snapshot, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
                                      "commit": result.commit_sha})
-    manifests = load_manifests(store, snapshot, order=list(load_tables()))
+    pushed = {m.table: m for m in map(Manifest.from_json, result.manifests)}  # what was published, not a re-read
+    configured = list(load_tables())
+    manifests = [pushed[t] for t in configured if t in pushed] + [pushed[t] for t in sorted(pushed) if t not in configured]
     if webhook_url:
         notify_webhook(webhook_url, result, manifests, log=warn)
     return result, manifests
