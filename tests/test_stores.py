@@ -179,6 +179,22 @@ def test_publish_replace_reusing_from_the_same_prefix(store):
     assert keys(store, "") == keys(store, "snap/t")  # no temporary copies left visible
 
 
+
+def test_local_stage_reused_links_from_several_folders_and_replaces_stale_files(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    store.publish_dir(stage(store, "snap/d1/t", {"a.parquet": b"a1", "b.parquet": b"b1"}), "snap/d1/t")
+    store.publish_dir(stage(store, "snap/d2/t", {"c.parquet": b"c2"}), "snap/d2/t")
+    staging = stage(store, "snap/d3/t", {"a.parquet": b"stale, from an interrupted run"})
+    (staging / "sub").mkdir()
+    store.stage_reused(staging, {"a.parquet": "snap/d1/t/a.parquet", "b.parquet": "snap/d1/t/b.parquet",
+                                 "c.parquet": "snap/d2/t/c.parquet", "sub/c.parquet": "snap/d2/t/c.parquet"})
+    got = {p.relative_to(staging).as_posix(): p.read_bytes() for p in staging.rglob("*.parquet")}
+    assert got == {"a.parquet": b"a1", "b.parquet": b"b1", "c.parquet": b"c2", "sub/c.parquet": b"c2"}
+    assert os.stat(staging / "a.parquet").st_ino == os.stat(store.local_path("snap/d1/t/a.parquet")).st_ino  # a link, not a copy
+    with pytest.raises(StoreError, match="outside the store"):
+        store.stage_reused(staging, {"x.parquet": "../elsewhere/x.parquet"})
+
+
 # --- S3 only -----------------------------------------------------------------------------
 
 

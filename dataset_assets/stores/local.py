@@ -116,9 +116,20 @@ class LocalStore(Store):
         return root
 
     def stage_reused(self, staging: Path, reuse: Mapping[str, str]) -> Mapping[str, str]:
-        """Hard links (copies across file systems) into the staging directory: all of it."""
+        """Hard links (copies across file systems) into the staging directory: all of it.
+
+        An incremental snapshot reuses about every file of its base, so the links are made
+        relative to one open handle per folder, with each folder's key checked once: ~13 µs a
+        file here against ~35 µs through full paths (1000 files, bench/README.md)."""
+        folders: dict[str, list[tuple[str, str]]] = {}
         for name, src_key in reuse.items():
-            _link_or_copy(self._path(src_key), staging / name)
+            folder, _, base = src_key.strip("/").rpartition("/")
+            if "/" in name or base in ("", ".", "..") or name in ("", ".", ".."):
+                _link_or_copy(self._path(src_key), staging / name)  # not a plain file name: the slow, general way
+            else:
+                folders.setdefault(folder, []).append((base, name))
+        for folder, pairs in folders.items():
+            _link_all(self._path(folder), staging, pairs)
         return {}
 
     def publish_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
@@ -145,6 +156,26 @@ class LocalStore(Store):
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(final.parent)
+
+
+def _link_all(src_dir: Path, dst_dir: Path, pairs: list[tuple[str, str]]) -> None:
+    """``dst_dir/dst`` becomes ``src_dir/src`` for each pair, as ``_link_or_copy`` does."""
+    src_fd = os.open(src_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        dst_fd = os.open(dst_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for src, dst in pairs:
+                try:
+                    os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                except FileExistsError:
+                    os.unlink(dst, dir_fd=dst_fd)
+                    os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                except OSError:
+                    _link_or_copy(src_dir / src, dst_dir / dst)  # e.g. another file system: a copy
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
