@@ -15,7 +15,7 @@ a CHECKPOINT after the copy so its writes do not land inside the timings):
 Prints each time and the ratio median(next incremental) / median(full export), the
 median of the rounds' own ratios, and the ratio of the best times; the target is
 <= 0.15 for the clustered case.
-Usage: python bench/incremental.py [--rows 1000000] [--mode clustered|random] [--repeat 5]
+Usage: python bench/incremental.py [--rows 1000000] [--mode clustered|random] [--repeat 5] [--shared-buffers 256MB]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--chunk-rows", type=int, default=None, help="override tables.yaml chunk_rows")
     p.add_argument("--repeat", type=int, default=5, help="rounds of full export, change, next snapshot (medians compared)")
+    p.add_argument("--shared-buffers", help="shared_buffers of the benchmark's embedded server (default: 25%% of RAM, as bench/run.py)")
     args = p.parse_args(argv)
 
     import os
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     from dataset_assets.stores import LocalStore
 
     workers = args.workers or (os.cpu_count() or 2)
-    src, owned = bench.resolve_source(None, "bench")
+    src, owned = bench.resolve_source(None, "bench", args.shared_buffers)
     bench.ensure_seeded(src, args.rows, False, owned)
     server = embedded_uri(bench.DEFAULT_DATA_DIR)
     drop_database(server, "bench_inc")
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
         cur.execute("CHECKPOINT")  # the copy's gigabyte of writes is flushed before anything is timed
     uri = bench._with_db(src, "bench_inc")
     bench.warm_up(uri)
+    shared_buffers = bench.scalar(uri, "SELECT current_setting('shared_buffers')")
 
     cfg = bench.WORK_DIR / "inc-tables.yaml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -109,11 +111,12 @@ def main(argv=None) -> int:
     print(f"full export: best {min(fulls):.2f}s median {statistics.median(fulls):.2f}s; "
           f"next incremental: best {min(nexts):.2f}s median {statistics.median(nexts):.2f}s")
     print(f"next incremental / full export: median {ratio:.3f}, median of the rounds' ratios {pair_ratio:.3f}, "
-          f"best {best_ratio:.3f} (target <= 0.15) {'PASS' if ratio <= 0.15 else 'FAIL'}")
+          f"best {best_ratio:.3f} (target <= 0.15) {'PASS' if ratio <= 0.15 else 'FAIL'}; server shared_buffers {shared_buffers}")
     out = {"rows": args.rows, "mode": args.mode, "fraction": args.fraction, "workers": workers, "repeat": args.repeat,
            "full_s": fulls, "first_incremental_s": base_s, "next_incremental_s": nexts, "ratio_median": ratio,
            "ratio_best": best_ratio, "ratio_median_of_rounds": pair_ratio, "changed": changes, "changed_chunks": changed_chunks,
-           "chunks": len(nxt.manifest.chunking["fingerprints"]), "machine": bench.machine_info()}
+           "chunks": len(nxt.manifest.chunking["fingerprints"]), "shared_buffers": shared_buffers,
+           "machine": bench.machine_info()}
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     (results / f"incremental-{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(out, indent=2))

@@ -245,7 +245,7 @@ def digest(stats: pstats.Stats) -> list[tuple[str, float]]:
 
 def run_profile(args, outdir: Path) -> dict:
     uri, owned = bench.resolve_source(args.source, "bench")
-    rows = bench.ensure_seeded(uri, args.rows, args.reseed, owned)
+    bench.ensure_seeded(uri, args.rows, args.reseed, owned)
     bench.warm_up(uri)
     bench.WORK_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="profile-ours-", dir=bench.WORK_DIR))

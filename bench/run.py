@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import os
 import platform
@@ -301,19 +302,14 @@ def run_one(args) -> int:
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     # imports happen before the clock starts
-    if args.one in ("naive_adbc", "ours"):
-        import adbc_driver_postgresql.dbapi  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    if args.one == "polars_adbc":
-        import adbc_driver_postgresql.dbapi  # noqa: F401
-        import polars  # noqa: F401
-    if args.one == "connectorx":
-        import connectorx  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    if args.one in LIMIT_TOOLS:
-        import psycopg  # noqa: F401
-    if args.one == "ours":
-        import dataset_assets.engine.export  # noqa: F401
+    preload = {
+        "naive_adbc": ["adbc_driver_postgresql.dbapi", "pyarrow.parquet"],
+        "ours": ["adbc_driver_postgresql.dbapi", "pyarrow.parquet", "dataset_assets.engine.export"],
+        "polars_adbc": ["adbc_driver_postgresql.dbapi", "polars"],
+        "connectorx": ["connectorx", "pyarrow.parquet"],
+    }.get(args.one, ["psycopg"] if args.one in LIMIT_TOOLS else [])
+    for module in preload:
+        importlib.import_module(module)
     base = vm_status()
     cpu0 = cpu_seconds()
     if args.one == "copy1":
@@ -350,13 +346,41 @@ def scalar(uri: str, sql: str):
         return None if row is None else row[0]
 
 
-def resolve_source(source: str | None, database: str) -> tuple[str, bool]:
-    """(uri, owned): owned when it is the benchmark's own embedded database."""
+def default_shared_buffers() -> str:
+    """25 % of the machine's memory: where the Postgres manual says to start on a dedicated
+    server ("Resource Consumption"), and what Amazon RDS sets by default."""
+    return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 4 // MiB}MB"
+
+
+def configure_server(shared_buffers: str) -> str:
+    """Run the benchmark's own embedded server with ``shared_buffers`` (ALTER SYSTEM, then one
+    restart when it differs); returns the server's URI. The project's other embedded servers
+    (demo, tests) keep their 256 MB."""
+    from dataset_assets.engine.embedded import embedded_uri, stop_embedded
+
+    if not re.fullmatch(r"[0-9]+(kB|MB|GB|TB)", shared_buffers):
+        raise SystemExit(f"--shared-buffers {shared_buffers!r} is not a size like 256MB or 6GB.")
+    uri = embedded_uri(DEFAULT_DATA_DIR)
+    with connect_adbc(uri) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT current_setting('shared_buffers'), pg_size_bytes(current_setting('shared_buffers')) = "
+                    f"pg_size_bytes('{shared_buffers}')")
+        now, same = cur.fetchone()
+        if same:
+            return uri
+        cur.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
+    log(f"benchmark server: shared_buffers {now} -> {shared_buffers} (--shared-buffers); restarting it")
+    stop_embedded(DEFAULT_DATA_DIR)
+    return embedded_uri(DEFAULT_DATA_DIR)
+
+
+def resolve_source(source: str | None, database: str, shared_buffers: str | None = None) -> tuple[str, bool]:
+    """(uri, owned): owned when it is the benchmark's own embedded database, which then runs with
+    ``shared_buffers`` (default: ``default_shared_buffers()``). A ``source`` is used as it is."""
     if source:
         return source, False
-    from dataset_assets.engine.embedded import embedded_uri, ensure_database
+    from dataset_assets.engine.embedded import ensure_database
 
-    return ensure_database(embedded_uri(DEFAULT_DATA_DIR), database), True
+    return ensure_database(configure_server(shared_buffers or default_shared_buffers()), database), True
 
 
 def ensure_seeded(uri: str, rows: int, reseed: bool, owned: bool) -> int:
@@ -534,7 +558,7 @@ def main_bench(args) -> int:
     if bad:
         log(f"unknown tool(s) {', '.join(bad)}; choose from {','.join(TOOLS)}")
         return 2
-    uri, owned = resolve_source(args.source, "bench")
+    uri, owned = resolve_source(args.source, "bench", args.shared_buffers)
     rows = ensure_seeded(uri, args.rows, args.reseed, owned)
     warm_up(uri)
     info = machine_info()
@@ -555,9 +579,11 @@ def main_bench(args) -> int:
     summaries = [summarize(t, runs[t], rows) for t in tools]
     ts = targets(summaries)
     info["loadavg_end"] = list(os.getloadavg())
+    facts = source_facts(uri)
     print()
     print(f"{rows:,} {TABLE} rows, {args.workers} workers/streams, best and median of {args.repeat}; "
-          f"parquet: zstd 1, {parquet_settings()['row_group_bytes'] // MiB} MiB row groups, page index")
+          f"parquet: zstd 1, {parquet_settings()['row_group_bytes'] // MiB} MiB row groups, page index; "
+          f"server shared_buffers {facts['shared_buffers']}")
     print(fmt_table(summaries, markdown=False))
     print()
     print("targets:")
@@ -570,7 +596,7 @@ def main_bench(args) -> int:
     result = {
         "kind": "bench", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": info, "versions": versions(uri), "source": redact(uri), "table": TABLE, "rows": rows,
-        "source_facts": source_facts(uri), "workers": args.workers, "repeat": args.repeat, "tools": tools,
+        "source_facts": facts, "workers": args.workers, "repeat": args.repeat, "tools": tools,
         "parquet_settings": parquet_settings(), "ours_filters": args.ours_filters,
         "connectorx_partition": f"{CX_PARTITION_EXPR} AS {CX_PARTITION_COL}, partition_num={args.workers}",
         "summaries": summaries, "targets": ts,
@@ -584,7 +610,7 @@ def main_rss_scaling(args) -> int:
     info = machine_info()
     results = []
     for rows_wanted, db in sizes:
-        uri, owned = resolve_source(args.source and _with_db(args.source, db), db)
+        uri, owned = resolve_source(args.source and _with_db(args.source, db), db, args.shared_buffers)
         rows = ensure_seeded(uri, rows_wanted, args.reseed, owned)
         warm_up(uri)
         res = run_child("ours", uri, args.workers, args.ours_filters, args.timeout)
@@ -646,6 +672,8 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true", help="profile one run of ours instead (bench/profile_ours.py: where the time goes)")
     p.add_argument("--ours-filters", action="store_true", help="export with the project's table configuration (leaves out removed and "
                                                                 "tombstoned rows); by default ours exports every row like the other tools")
+    p.add_argument("--shared-buffers", help="shared_buffers of the benchmark's own embedded server, e.g. 256MB (default: 25%% of "
+                   f"RAM, here {default_shared_buffers()}; the server restarts once when it changes). Ignored with --source")
     p.add_argument("--timeout", type=float, default=3600, help="seconds one tool run may take (default 3600)")
     p.add_argument("--one", choices=TOOLS, help=argparse.SUPPRESS)
     p.add_argument("--outdir", help=argparse.SUPPRESS)

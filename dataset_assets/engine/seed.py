@@ -462,9 +462,9 @@ def _row_sql(g: _Gen, source_sql: str) -> tuple[str, list[str]]:
     updated_on = f"({t0} + interval '1 microsecond' * uu)"
     fid_num = f"({1_000_000_000 + g.fid_offset}::bigint + n * 97 + ({g.h('fid')} & 4611686018427387903) % 97)::text"
     fid_str = (
-        f"(CASE pidx % 4 WHEN 0 THEN 'edanmdm:' || substr(hx, 1, 20) "
-        f"WHEN 1 THEN 'ark:/65665/' || substr(hx, 3, 30) WHEN 2 THEN upper(hx) "
-        f"ELSE 'item/' || substr(hx, 1, 8) || '-' || substr(hx, 9, 24) END)"
+        "(CASE pidx % 4 WHEN 0 THEN 'edanmdm:' || substr(hx, 1, 20) "
+        "WHEN 1 THEN 'ark:/65665/' || substr(hx, 3, 30) WHEN 2 THEN upper(hx) "
+        "ELSE 'item/' || substr(hx, 1, 8) || '-' || substr(hx, 9, 24) END)"
     )
     fid = f"(CASE WHEN {g.pct('fid', 40, 5)} THEN NULL WHEN ({numeric_fid})[pidx] = 1 THEN {fid_num} ELSE {fid_str} END)"
     fid_nn = f"(CASE WHEN ({numeric_fid})[pidx] = 1 THEN {fid_num} ELSE {fid_str} END)"
