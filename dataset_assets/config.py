@@ -92,6 +92,9 @@ def _load(path: str) -> dict[str, TableConfig]:
     known = {f.name for f in fields(TableConfig)} - {"name"}
     out: dict[str, TableConfig] = {}
     for name, spec in tables.items():
+        if not isinstance(name, str) or not isinstance(spec or {}, dict):
+            raise UserError(f"The table configuration {path} must map each table name to its settings; "
+                            f"{name!r} maps to {spec!r}.")
         spec = dict(spec or {})
         unknown = sorted(set(spec) - known)
         if unknown:
@@ -99,6 +102,10 @@ def _load(path: str) -> dict[str, TableConfig]:
                 f"The table configuration {path} gives {name} the unknown setting(s) {', '.join(unknown)}; "
                 f"the settings are {', '.join(sorted(known))}."
             )
+        for key, value in spec.items():
+            what, ok = _SETTINGS[key]
+            if not ok(value):
+                raise UserError(f"The table configuration {path} sets {name}.{key} to {value!r}; it must be {what}.")
         if "columns" in spec and spec["columns"] is not None:
             spec["columns"] = tuple(spec["columns"])
         spec["profile_columns"] = tuple(spec.get("profile_columns") or ())
@@ -106,8 +113,31 @@ def _load(path: str) -> dict[str, TableConfig]:
     return out
 
 
+def _names(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+# What each setting of tables.yaml must be: (in words, check). Every TableConfig field but name.
+_SETTINGS = {
+    "primary_key": ("a column name", lambda v: isinstance(v, str) and bool(v)),
+    "tombstone_table": ("a table name or null", lambda v: v is None or (isinstance(v, str) and bool(v))),
+    "exclude_removed": ("true or false", lambda v: isinstance(v, bool)),
+    "exclude_tombstoned": ("true or false", lambda v: isinstance(v, bool)),
+    "columns": ("a list of column names or null", lambda v: v is None or _names(v)),
+    "profile_columns": ("a list of column names", lambda v: v is None or _names(v)),
+    "incremental": ("true or false", lambda v: isinstance(v, bool)),
+    "chunk_rows": ("a whole number of at least 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+}
+
+
 def load_tables() -> dict[str, TableConfig]:
     return _load(str(tables_file()))
+
+
+def in_table_order(names) -> list[str]:
+    """``names`` with the configured tables first, in tables.yaml order, then the others by name."""
+    configured = list(load_tables())
+    return sorted(names, key=lambda t: (configured.index(t) if t in configured else len(configured), t))
 
 
 def table_config(name: str) -> TableConfig:

@@ -177,11 +177,25 @@ def test_bad_table_configuration(seeded_uri, tmp_path):
         "typo.yaml": ("tables:\n  audio:\n    primary_keys: identifier\n", ["typo.yaml", "primary_keys", "chunk_rows"]),
         "broken.yaml": ("tables:\n  audio: [unclosed\n", ["broken.yaml", "not valid YAML", "line"]),
         "empty.yaml": ("# nothing here\n", ["empty.yaml", "no 'tables:' mapping"]),
+        "flag.yaml": ("tables:\n  audio: yes\n", ["flag.yaml", "must map each table name to its settings", "'audio'"]),
+        "words.yaml": ("tables:\n  audio:\n    chunk_rows: many\n", ["words.yaml", "audio.chunk_rows", "whole number"]),
+        "zero.yaml": ("tables:\n  audio:\n    chunk_rows: 0\n", ["zero.yaml", "audio.chunk_rows", "at least 1"]),
+        "scalar.yaml": ("tables:\n  audio:\n    columns: title\n", ["scalar.yaml", "audio.columns", "list of column names"]),
+        "switch.yaml": ("tables:\n  audio:\n    incremental: maybe\n", ["switch.yaml", "audio.incremental", "true or false"]),
     }
     for name, (text, needles) in cases.items():
         path = tmp_path / name
         path.write_text(text)
         assert_one_sentence_error(run_cli(*base, env={"DATASET_ASSETS_TABLES": str(path)}), *needles)
+
+
+def test_every_table_setting_is_checked():
+    """A new TableConfig field must get a check in config._SETTINGS (else its value is unchecked)."""
+    from dataclasses import fields
+
+    from dataset_assets.config import _SETTINGS, TableConfig
+
+    assert set(_SETTINGS) == {f.name for f in fields(TableConfig)} - {"name"}
 
 
 def test_verify_reports_a_damaged_manifest(seeded_uri, tmp_path):

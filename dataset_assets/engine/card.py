@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import load_tables
+from ..config import in_table_order, load_tables
 from ..errors import UserError
 from ..stores import Store
 from . import card_meta, card_sections
@@ -54,8 +54,7 @@ def _tables(store: Store, snapshot: str, tables: list[str] | None) -> list[str]:
         raise UserError(f"Snapshot {snapshot} in {store.url} has no table {', '.join(missing)}; it has {', '.join(found)}.")
     if tables:
         return list(dict.fromkeys(tables))
-    configured = list(load_tables())
-    return sorted(found, key=lambda t: (configured.index(t) if t in configured else len(configured), t))
+    return in_table_order(found)
 
 
 def build_card(store: Store, snapshot: str, tables: list[str] | None = None, repo_id: str | None = None, *,

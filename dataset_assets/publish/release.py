@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import load_tables
+from ..config import in_table_order
 from ..engine.lifecycle import mark_published
 from ..engine.manifest import Manifest
 from ..stores.base import Store
@@ -33,8 +33,7 @@ def release_snapshot(
     mark_published(store, snapshot, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
                                      "commit": result.commit_sha})
     pushed = {m.table: m for m in map(Manifest.from_json, result.manifests)}  # what was published, not a re-read
-    configured = list(load_tables())
-    manifests = [pushed[t] for t in configured if t in pushed] + [pushed[t] for t in sorted(pushed) if t not in configured]
+    manifests = [pushed[t] for t in in_table_order(pushed)]
     if webhook_url:
         notify_webhook(webhook_url, result, manifests, log=warn)
     return result, manifests
