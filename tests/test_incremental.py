@@ -236,3 +236,30 @@ def test_rows_of_a_run_split_by_chunk_in_key_order_and_any_order():
         assert got == {c: [v for v, x in zip(range(8), where) if x == c] for c in sorted(set(where))}
         assert list(got) == sorted(got)
     assert _by_chunk(rows.slice(0, 0), np.array([], dtype=np.int64)) == []
+
+
+def test_a_chunk_read_cut_short_by_another_workers_failure_is_not_a_count_error(fresh_db, tmp_path, small_chunks):
+    """When one worker fails, the others stop mid-stream; a stopped read must not report a
+    count mismatch of its own (which could reach the user first instead of the real cause)."""
+    import threading
+
+    from dataset_assets.config import table_config
+    from dataset_assets.engine import chunks as chunks_mod
+    from dataset_assets.engine import export as ex
+    from dataset_assets.engine.pgsnapshot import SharedSnapshot
+    from dataset_assets.engine.plan import plan_table
+    from dataset_assets.engine.progress import Progress
+    from dataset_assets.errors import UserError
+
+    uri = fresh_db("inc_stop")
+    seed(uri, tables=["audio"], rows=500, seed=8)
+    stop = threading.Event()
+    stop.set()  # another worker has failed
+    with SharedSnapshot(uri) as shared:
+        plan = plan_table(shared.cur, table_config("audio"), 1)
+        bounds = chunks_mod.choose_boundaries(shared.cur, plan, 100)
+        with shared.connection() as (_, cur), pytest.raises(Exception) as raised:
+            ex._copy_unit(cur, plan, chunks_mod.chunk_sql(plan, bounds, 0, 1), 0, [100, 100], tmp_path / "stage",
+                          ex.ExportOptions(workers=1), Progress(), ex._Counter(), stop)
+    assert not isinstance(raised.value, UserError), raised.value  # nothing for the user: the other failure is the cause
+    assert isinstance(raised.value, ex._Interrupted)

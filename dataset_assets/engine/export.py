@@ -377,6 +377,8 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, 
                 if closing is not None:
                     files.extend(closing.result())
                     closing = None
+        except _Interrupted:
+            pass  # another worker's failure stopped this one; that failure is the one to report
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
             stop.set()
@@ -398,6 +400,10 @@ def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, 
 
 
 _END = object()
+
+
+class _Interrupted(Exception):
+    """A unit stopped early because another worker failed."""
 BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 
 
@@ -482,6 +488,8 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: list[int] | 
         t.join()
         if failure:
             raise failure[0]
+        if stop.is_set():  # cut short: its counts prove nothing, and its error is not the cause
+            raise _Interrupted()
         for offset, want in enumerate(expected or ()):
             if streamed[offset] != want:
                 raise UserError(
