@@ -179,7 +179,6 @@ def test_publish_replace_reusing_from_the_same_prefix(store):
     assert keys(store, "") == keys(store, "snap/t")  # no temporary copies left visible
 
 
-
 def test_local_stage_reused_links_from_several_folders_and_replaces_stale_files(tmp_path):
     store = LocalStore(tmp_path / "store")
     store.publish_dir(stage(store, "snap/d1/t", {"a.parquet": b"a1", "b.parquet": b"b1"}), "snap/d1/t")

@@ -514,11 +514,10 @@ def _by_chunk(rows: pa.RecordBatch, where: np.ndarray) -> list[tuple[int, pa.Rec
     """``rows`` split by their chunk offsets ``where``, in order of offset, each keeping the rows'
     order. Rows in key order (an index scan) make each chunk a zero-copy slice; any other order
     (a bitmap scan) is filtered per chunk."""
-    chunks, starts = np.unique(where, return_index=True)
     if np.all(where[1:] >= where[:-1]):
-        ends = [*starts[1:], len(where)]
-        return [(int(c), rows.slice(a, b - a)) for c, a, b in zip(chunks, starts, ends)]
-    return [(int(c), rows.filter(pa.array(where == c))) for c in chunks]
+        cuts = [0, *(np.flatnonzero(where[1:] != where[:-1]) + 1), len(where)]
+        return [(int(where[a]), rows.slice(a, b - a)) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [(int(c), rows.filter(pa.array(where == c))) for c in np.unique(where)]
 
 
 def _finish(writers: list[ShardWriter]) -> list[FileEntry]:
