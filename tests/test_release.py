@@ -329,3 +329,48 @@ def test_release_follows_the_card(defs_module, instance, seeded_uri, tmp_path, m
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert after.get_requested_partitions(dg.AssetKey("hub_release")) == {FIRST}
     assert not after.get_requested_partitions(dg.AssetKey("image"))
+
+
+def test_card_follows_a_table_update_that_lands_in_the_same_tick_as_the_cards_own(instance):
+    """The card's condition must see a table that materialised after the card, even when the
+    card's materialisation and the table's land between the same two evaluations (Dagster's
+    eager() lets the card's update reset the trigger there: dagster-io/dagster#33587). No
+    request is repeated while one is pending, and nothing is requested once settled."""
+    from dataset_assets.assets.conditions import FOLLOW_TABLES
+    from dataset_assets.partitions import snapshots
+
+    @dg.asset(partitions_def=snapshots)
+    def table():
+        return None
+
+    @dg.asset(partitions_def=snapshots, deps=[table], automation_condition=FOLLOW_TABLES)
+    def card():
+        return None
+
+    defs = dg.Definitions(assets=[table, card])
+    instance.add_dynamic_partitions("snapshots", [FIRST])
+
+    def run(*assets):
+        assert dg.materialize(list(assets), instance=instance, partition_key=FIRST,
+                              selection=[a.key for a in assets]).success
+
+    def tick(cursor):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        return result.get_requested_partitions(card.key), result.cursor
+
+    requested, cursor = tick(None)
+    assert not requested
+    run(table)
+    requested, cursor = tick(cursor)
+    assert requested == {FIRST}  # the table updated: build the card
+    requested, cursor = tick(cursor)
+    assert not requested  # requested already; not again while that run is pending
+    run(card)  # the requested card run completes...
+    run(table)  # ...and the table changes again before the next evaluation
+    requested, cursor = tick(cursor)
+    assert requested == {FIRST}, "the table's update after the card's was lost"
+    run(card)
+    requested, cursor = tick(cursor)
+    assert not requested
+    requested, cursor = tick(cursor)
+    assert not requested
