@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(PY) -m dataset_assets.demo --image-rows $(DEMO_ROWS_IMAGE) --audio-rows $(DEMO_ROWS_AUDIO)
+	$(PY) -m dataset_assets.local.demo --image-rows $(DEMO_ROWS_IMAGE) --audio-rows $(DEMO_ROWS_AUDIO)
 
 dev: install
-	$(PY) -m dataset_assets.dev
+	$(PY) -m dataset_assets.local.dev
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -29,5 +29,5 @@ bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	-$(PY) -c "from dataset_assets.engine.embedded import stop_embedded; stop_embedded()" 2>/dev/null
+	-$(PY) -c "from dataset_assets.local.embedded import stop_embedded; stop_embedded()" 2>/dev/null
 	rm -rf .local

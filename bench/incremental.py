@@ -48,10 +48,10 @@ def main(argv=None) -> int:
 
     import os
 
-    from dataset_assets.engine.embedded import drop_database, embedded_uri
-    from dataset_assets.engine.export import ExportOptions, export_snapshot
-    from dataset_assets.engine.seed import change_rows
-    from dataset_assets.stores import LocalStore
+    from dataset_assets.local.embedded import drop_database, embedded_uri
+    from dataset_assets.export.run import ExportOptions, export_snapshot
+    from dataset_assets.local.seed import change_rows
+    from dataset_assets.storage.stores import LocalStore
 
     workers = args.workers or (os.cpu_count() or 2)
     src, owned = bench.resolve_source(None, "bench", args.shared_buffers)

@@ -252,8 +252,8 @@ def run_profile(args, outdir: Path) -> dict:
     tables_file = bench.ours_tables_file(work, bench.TABLE, args.ours_filters)
     if tables_file is not None:
         os.environ["DATASET_ASSETS_TABLES"] = str(tables_file)
-    from dataset_assets.engine.export import export_snapshot
-    from dataset_assets.stores.local import LocalStore
+    from dataset_assets.export.run import export_snapshot
+    from dataset_assets.storage.stores.local import LocalStore
 
     store = LocalStore(work / "store")
     sampler = BackendSampler(uri)
@@ -310,7 +310,7 @@ def run_profile(args, outdir: Path) -> dict:
 
 
 def bench_options(args):
-    from dataset_assets.engine.export import ExportOptions
+    from dataset_assets.export.run import ExportOptions
 
     return ExportOptions(workers=args.workers, force=True, incremental=False)
 

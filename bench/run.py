@@ -14,7 +14,7 @@ copyN        the same over N connections, each copying one ctid range (the limit
 naive_adbc   ADBC cursor -> fetch_record_batch -> one pyarrow ParquetWriter
 polars_adbc  pl.read_database_uri(engine="adbc") -> DataFrame.write_parquet
 connectorx   cx.read_sql(partition_on=..., partition_num=N, return_type="arrow") -> pq.write_table
-ours         dataset_assets.engine.export.export_snapshot(workers=N)
+ours         dataset_assets.export.run.export_snapshot(workers=N)
 
 Every parquet writer uses the same output settings: zstd level 1, the row-group
 target of ``ParquetOptions().row_group_bytes`` (in-memory Arrow bytes, converted
@@ -98,7 +98,7 @@ def cpu_seconds() -> float:
 
 def rows_per_group(nbytes: int, rows: int) -> int:
     """Rows per row group for the shared target of in-memory Arrow bytes per row group."""
-    from dataset_assets.engine.writer import ParquetOptions
+    from dataset_assets.export.shards import ParquetOptions
 
     target = ParquetOptions().row_group_bytes
     if rows <= 0 or nbytes <= 0:
@@ -108,7 +108,7 @@ def rows_per_group(nbytes: int, rows: int) -> int:
 
 def parquet_settings() -> dict:
     """The output settings every parquet writer here shares (from the engine's defaults)."""
-    from dataset_assets.engine.writer import ParquetOptions
+    from dataset_assets.export.shards import ParquetOptions
 
     o = ParquetOptions()
     return {"compression": o.compression, "compression_level": o.compression_level,
@@ -285,8 +285,8 @@ def tool_ours(uri: str, table: str, workers: int, outdir: Path, filters: bool = 
     tables_file = ours_tables_file(outdir, table, filters)
     if tables_file is not None:
         os.environ["DATASET_ASSETS_TABLES"] = str(tables_file)
-    from dataset_assets.engine.export import ExportOptions, export_snapshot
-    from dataset_assets.stores.local import LocalStore
+    from dataset_assets.export.run import ExportOptions, export_snapshot
+    from dataset_assets.storage.stores.local import LocalStore
 
     store = LocalStore(outdir / "store")
     t0 = time.perf_counter()
@@ -304,7 +304,7 @@ def run_one(args) -> int:
     # imports happen before the clock starts
     preload = {
         "naive_adbc": ["adbc_driver_postgresql.dbapi", "pyarrow.parquet"],
-        "ours": ["adbc_driver_postgresql.dbapi", "pyarrow.parquet", "dataset_assets.engine.export"],
+        "ours": ["adbc_driver_postgresql.dbapi", "pyarrow.parquet", "dataset_assets.export.run"],
         "polars_adbc": ["adbc_driver_postgresql.dbapi", "polars"],
         "connectorx": ["connectorx", "pyarrow.parquet"],
     }.get(args.one, ["psycopg"] if args.one in LIMIT_TOOLS else [])
@@ -356,7 +356,7 @@ def configure_server(shared_buffers: str) -> str:
     """Run the benchmark's own embedded server with ``shared_buffers`` (ALTER SYSTEM, then one
     restart when it differs); returns the server's URI. The project's other embedded servers
     (demo, tests) keep their 256 MB."""
-    from dataset_assets.engine.embedded import embedded_uri, stop_embedded
+    from dataset_assets.local.embedded import embedded_uri, stop_embedded
 
     if not re.fullmatch(r"[0-9]+(kB|MB|GB|TB)", shared_buffers):
         raise SystemExit(f"--shared-buffers {shared_buffers!r} is not a size like 256MB or 6GB.")
@@ -378,14 +378,14 @@ def resolve_source(source: str | None, database: str, shared_buffers: str | None
     ``shared_buffers`` (default: ``default_shared_buffers()``). A ``source`` is used as it is."""
     if source:
         return source, False
-    from dataset_assets.engine.embedded import ensure_database
+    from dataset_assets.local.embedded import ensure_database
 
     return ensure_database(configure_server(shared_buffers or default_shared_buffers()), database), True
 
 
 def ensure_seeded(uri: str, rows: int, reseed: bool, owned: bool) -> int:
     """Seed ``image`` with ``rows`` rows unless it already has exactly that many; returns the row count."""
-    from dataset_assets.engine.seed import seed
+    from dataset_assets.local.seed import seed
 
     exists = scalar(uri, f"SELECT to_regclass('public.{TABLE}') IS NOT NULL")
     have = int(scalar(uri, f"SELECT count(*) FROM {TABLE}")) if exists else None
@@ -547,7 +547,7 @@ def source_facts(uri: str) -> dict:
 
 
 def redact(uri: str) -> str:
-    from dataset_assets.engine.source import redact as _r
+    from dataset_assets.source.connect import redact as _r
 
     return _r(uri)
 

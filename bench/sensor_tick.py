@@ -4,7 +4,7 @@
     .venv/bin/python bench/sensor_tick.py --sizes 100000,1000000 --ticks 20
 
 Each size gets its own database (``sensor_<rows>``) on the benchmark's embedded
-Postgres (``.local/bench-pg``), seeded with ``dataset_assets.engine.seed.seed``
+Postgres (``.local/bench-pg``), seeded with ``dataset_assets.local.seed.seed``
 (seed 42, ``image`` and its tombstone table ``deleted_image``). Seeding is
 cached: a database whose ``image`` already holds exactly that many rows is
 reused (``--reseed`` forces it). 5M rows take a few minutes and ~6 GB.
@@ -28,11 +28,11 @@ HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 sys.path.insert(0, str(PROJECT))
 
-from dataset_assets.config import TableConfig  # noqa: E402
-from dataset_assets.engine.changes import read_signals  # noqa: E402
-from dataset_assets.engine.embedded import embedded_uri, ensure_database  # noqa: E402
-from dataset_assets.engine.seed import seed  # noqa: E402
-from dataset_assets.engine.source import connect  # noqa: E402
+from dataset_assets.tables import TableConfig  # noqa: E402
+from dataset_assets.source.signals import read_signals  # noqa: E402
+from dataset_assets.local.embedded import embedded_uri, ensure_database  # noqa: E402
+from dataset_assets.local.seed import seed  # noqa: E402
+from dataset_assets.source.connect import connect  # noqa: E402
 
 DATA_DIR = PROJECT / ".local" / "bench-pg"
 TABLES = [TableConfig(name="image", tombstone_table="deleted_image")]

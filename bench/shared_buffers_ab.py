@@ -32,10 +32,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sizes = [x.strip() for x in args.sizes.split(",") if x.strip()]
 
-    from dataset_assets.engine.embedded import drop_database, embedded_uri
-    from dataset_assets.engine.export import ExportOptions, export_snapshot
-    from dataset_assets.engine.seed import change_rows
-    from dataset_assets.stores import LocalStore
+    from dataset_assets.local.embedded import drop_database, embedded_uri
+    from dataset_assets.export.run import ExportOptions, export_snapshot
+    from dataset_assets.local.seed import change_rows
+    from dataset_assets.storage.stores import LocalStore
 
     src, owned = bench.resolve_source(None, "bench", sizes[0])
     bench.ensure_seeded(src, 1_000_000, False, owned)

@@ -10,21 +10,21 @@ import json
 import os
 import sys
 
-from .config import ENV_HF_REPO, ENV_SOURCE, ENV_STORE, ENV_WEBHOOK
-from .errors import UserError
+from dataset_assets.settings import ENV_HF_REPO, ENV_SOURCE, ENV_STORE, ENV_WEBHOOK
+from dataset_assets.errors import UserError
 
 
 def _source(args) -> str:
     uri = getattr(args, "source", None) or os.environ.get(ENV_SOURCE)
     if uri:
         return uri
-    from .local_env import default_source_uri
+    from dataset_assets.local.env import default_source_uri
 
     return default_source_uri()  # the database `make demo` and `make dev` use
 
 
 def _store(args):
-    from .stores import open_store
+    from dataset_assets.storage.stores import open_store
 
     return open_store(getattr(args, "store", None) or os.environ.get(ENV_STORE))
 
@@ -37,8 +37,8 @@ def _tables(values: list[str] | None, default: list[str]) -> list[str]:
 
 
 def cmd_seed(args) -> int:
-    from .config import load_tables
-    from .engine.seed import seed
+    from dataset_assets.tables import load_tables
+    from dataset_assets.local.seed import seed
 
     uri = _source(args)
     tables = _tables(args.tables, list(load_tables()))
@@ -51,10 +51,10 @@ def cmd_seed(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .config import load_tables
-    from .engine.export import ExportOptions, default_workers, export_snapshot
-    from .engine.progress import TerminalProgress
-    from .engine.writer import MiB, ParquetOptions
+    from dataset_assets.tables import load_tables
+    from dataset_assets.export.run import ExportOptions, default_workers, export_snapshot
+    from dataset_assets.export.progress import TerminalProgress
+    from dataset_assets.export.shards import MiB, ParquetOptions
 
     tables = _tables(args.table, list(load_tables()))
     options = ExportOptions(
@@ -77,8 +77,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .engine.export import parse_snapshot_date
-    from .engine.verify import verify_snapshot
+    from dataset_assets.export.run import parse_snapshot_date
+    from dataset_assets.storage.verify import verify_snapshot
 
     reports = verify_snapshot(_store(args), parse_snapshot_date(args.snapshot), _tables(args.table, []))
     bad = 0
@@ -96,10 +96,10 @@ def cmd_verify(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from .engine.export import parse_snapshot_date
-    from .publish import publish_snapshot
-    from .publish.notify import load_snippet
-    from .publish.release import release_snapshot
+    from dataset_assets.export.run import parse_snapshot_date
+    from dataset_assets.release import publish_snapshot
+    from dataset_assets.release.notify import load_snippet
+    from dataset_assets.release.release import release_snapshot
 
     date = parse_snapshot_date(args.snapshot)
     repo_id = (args.repo or os.environ.get(ENV_HF_REPO) or "").strip()

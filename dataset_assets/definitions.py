@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from .assets import build_assets
-from .resources import default_resources
-from .sensors import build_sensors
+from dataset_assets.assets import build_assets
+from dataset_assets.resources import default_resources
+from dataset_assets.sensors import build_sensors
 
 
 def split_keys(assets) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:

@@ -22,7 +22,7 @@ def pg_server_uri() -> str:
     uri = os.environ.get("DATASET_ASSETS_TEST_PG_URI")
     if uri:
         return uri
-    from dataset_assets.engine.embedded import embedded_uri
+    from dataset_assets.local.embedded import embedded_uri
 
     return embedded_uri(ROOT / ".local" / "test-pg")
 
@@ -30,7 +30,7 @@ def pg_server_uri() -> str:
 @pytest.fixture(scope="session")
 def fresh_db(pg_server_uri):
     """Factory: a new, empty database on the test server (dropped at the end)."""
-    from dataset_assets.engine.embedded import drop_database, ensure_database
+    from dataset_assets.local.embedded import drop_database, ensure_database
 
     made: list[str] = []
 
@@ -50,7 +50,7 @@ def fresh_db(pg_server_uri):
 @pytest.fixture(scope="session")
 def seeded_uri(fresh_db) -> str:
     """A database with the media tables seeded once per session (read-only for tests)."""
-    from dataset_assets.engine.seed import seed
+    from dataset_assets.local.seed import seed
 
     uri = fresh_db("seeded")
     seed(uri, tables=["image", "audio"], rows=SEED_ROWS, seed=7)
@@ -60,7 +60,7 @@ def seeded_uri(fresh_db) -> str:
 @pytest.fixture
 def mutable_uri(fresh_db) -> str:
     """A freshly seeded database a test may change."""
-    from dataset_assets.engine.seed import seed
+    from dataset_assets.local.seed import seed
 
     uri = fresh_db("mut")
     seed(uri, tables=["image", "audio"], rows={"image": 2000, "audio": 1000}, seed=11)
@@ -69,7 +69,7 @@ def mutable_uri(fresh_db) -> str:
 
 @pytest.fixture
 def store(tmp_path):
-    from dataset_assets.stores import LocalStore
+    from dataset_assets.storage.stores import LocalStore
 
     return LocalStore(tmp_path / "store")
 

@@ -50,7 +50,7 @@ def s3_env(monkeypatch, moto_server, tmp_path):
 
 @pytest.fixture
 def s3_store(s3_env, tmp_path):
-    from dataset_assets.stores.s3 import S3Store
+    from dataset_assets.storage.stores.s3 import S3Store
 
     bucket = f"test-{uuid.uuid4().hex[:16]}"
     client = boto3.client("s3")  # our own: tests may inject faults into the store's client

@@ -19,17 +19,17 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dataset_assets.config import docs_dir
-from dataset_assets.engine.card import build_card, card_key, fill, write_card
-from dataset_assets.engine.card_meta import size_category
-from dataset_assets.engine.catalog import Column, TableInfo
-from dataset_assets.engine.docs import check_documentation
-from dataset_assets.engine.manifest import Manifest, encode_schema
-from dataset_assets.engine.schema import TableSchema, table_schema
-from dataset_assets.engine.seed import TABLE_COLUMNS
-from dataset_assets.engine.writer import ParquetOptions, ShardWriter
+from dataset_assets.settings import docs_dir
+from dataset_assets.release.card import build_card, card_key, fill, write_card
+from dataset_assets.release.card.front_matter import size_category
+from dataset_assets.source.catalog import Column, TableInfo
+from dataset_assets.release.card.docs import check_documentation
+from dataset_assets.storage.manifest import Manifest, encode_schema
+from dataset_assets.source.types import TableSchema, table_schema
+from dataset_assets.local.seed import TABLE_COLUMNS
+from dataset_assets.export.shards import ParquetOptions, ShardWriter
 from dataset_assets.errors import UserError
-from dataset_assets.stores import MANIFEST, SUCCESS, LocalStore
+from dataset_assets.storage.stores import MANIFEST, SUCCESS, LocalStore
 
 SNAPSHOT = "2026-11-21"
 REPO = "example-org/media-catalogue"
@@ -256,7 +256,7 @@ def test_statistics(snapshot):
 
 def test_statistics_group_the_tail_and_stream_small_batches(snapshot):
     store, _, _ = snapshot
-    from dataset_assets.engine.profile import scan_table
+    from dataset_assets.release.card.profile import scan_table
 
     manifest = Manifest.from_json(store.read_bytes(f"snapshots/{SNAPSHOT}/image/{MANIFEST}"))
     scan = scan_table(store, f"snapshots/{SNAPSHOT}/image", manifest.files, ["license", "creator"], batch_rows=7)

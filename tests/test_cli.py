@@ -87,8 +87,8 @@ def test_disk_full_leaves_nothing_visible(seeded_uri, store, monkeypatch):
     """Shards are written to /dev/full, so the kernel answers ENOSPC for real."""
     import pyarrow.parquet as pq
 
-    from dataset_assets.engine import writer as writer_mod
-    from dataset_assets.engine.export import export_snapshot
+    from dataset_assets.export import shards as writer_mod
+    from dataset_assets.export.run import export_snapshot
     from dataset_assets.errors import StoreError
 
     real = pq.ParquetWriter
@@ -105,8 +105,8 @@ def test_disk_full_leaves_nothing_visible(seeded_uri, store, monkeypatch):
 
 
 def test_sigkill_leaves_no_success_and_rerun_completes(fresh_db, tmp_path):
-    from dataset_assets.engine.seed import seed
-    from dataset_assets.stores import LocalStore
+    from dataset_assets.local.seed import seed
+    from dataset_assets.storage.stores import LocalStore
 
     uri = fresh_db("kill")
     seed(uri, tables=["image"], rows=40000, seed=3)
@@ -193,7 +193,7 @@ def test_every_table_setting_is_checked():
     """A new TableConfig field must get a check in config._SETTINGS (else its value is unchecked)."""
     from dataclasses import fields
 
-    from dataset_assets.config import _SETTINGS, TableConfig
+    from dataset_assets.tables import _SETTINGS, TableConfig
 
     assert set(_SETTINGS) == {f.name for f in fields(TableConfig)} - {"name"}
 

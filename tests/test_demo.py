@@ -14,7 +14,7 @@ def test_demo_from_a_fresh_home(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATASET_ASSETS_", "DAGSTER_"))}
     env.update(DATASET_ASSETS_HOME=str(home), HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(tmp_path / "hf"))
     try:
-        p = subprocess.run([sys.executable, "-m", "dataset_assets.demo", "--image-rows", "3000", "--audio-rows", "1000",
+        p = subprocess.run([sys.executable, "-m", "dataset_assets.local.demo", "--image-rows", "3000", "--audio-rows", "1000",
                             "--snapshot", "2026-11-21"], env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
         assert "8 checks passed" in p.stdout
@@ -28,12 +28,12 @@ def test_demo_from_a_fresh_home(tmp_path):
         # a second run reuses the seeded database and replaces the draft snapshot
         manifest = folder / "audio" / "_manifest.json"
         first = json.loads(manifest.read_text())["source_snapshot"]["snapshot_id"]
-        again = subprocess.run([sys.executable, "-m", "dataset_assets.demo", "--image-rows", "3000", "--audio-rows", "1000",
+        again = subprocess.run([sys.executable, "-m", "dataset_assets.local.demo", "--image-rows", "3000", "--audio-rows", "1000",
                                 "--snapshot", "2026-11-21"], env=env, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-3000:]
         assert "already holds the sample rows" in again.stderr
         assert json.loads(manifest.read_text())["source_snapshot"]["snapshot_id"] != first  # exported anew
     finally:
-        from dataset_assets.engine.embedded import stop_embedded
+        from dataset_assets.local.embedded import stop_embedded
 
         stop_embedded(home / "pg")

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataset_assets.engine.export import ExportOptions, export_snapshot
-from dataset_assets.engine.progress import Progress
-from dataset_assets.engine.verify import verify_snapshot
-from dataset_assets.engine.writer import MiB, ParquetOptions
+from dataset_assets.export.run import ExportOptions, export_snapshot
+from dataset_assets.export.progress import Progress
+from dataset_assets.storage.verify import verify_snapshot
+from dataset_assets.export.shards import MiB, ParquetOptions
 from dataset_assets.errors import SnapshotExists, UserError
 
 DATE = "2026-11-21"
@@ -104,7 +104,7 @@ def test_edge_values_round_trip(fresh_db, store, tmp_path, monkeypatch):
     cfg = tmp_path / "tables.yaml"
     cfg.write_text("tables:\n  edge: {primary_key: identifier}\n")
     monkeypatch.setenv("DATASET_ASSETS_TABLES", str(cfg))
-    from dataset_assets import config
+    from dataset_assets import tables as config
 
     config._load.cache_clear()
     export_snapshot(uri, ["edge"], DATE, store, ExportOptions(workers=1))
@@ -134,7 +134,7 @@ def test_unmappable_type_fails_before_data_moves(fresh_db, store, tmp_path, monk
     cfg = tmp_path / "tables.yaml"
     cfg.write_text("tables:\n  geo: {primary_key: identifier}\n")
     monkeypatch.setenv("DATASET_ASSETS_TABLES", str(cfg))
-    from dataset_assets import config
+    from dataset_assets import tables as config
 
     config._load.cache_clear()
     with pytest.raises(UserError, match=r"geo\.where_ has type point"):
@@ -143,7 +143,7 @@ def test_unmappable_type_fails_before_data_moves(fresh_db, store, tmp_path, monk
 
 
 def test_parallel_export_equals_single_worker(seeded_uri, tmp_path):
-    from dataset_assets.stores import LocalStore
+    from dataset_assets.storage.stores import LocalStore
 
     one, four = LocalStore(tmp_path / "one"), LocalStore(tmp_path / "four")
     opts = ParquetOptions(shard_bytes=1 * MiB, row_group_bytes=1 * MiB)
@@ -265,8 +265,8 @@ def test_verify_catches_one_flipped_byte(seeded_uri, store):
 def test_manifest_records_the_key_the_export_resolved(fresh_db, store, tmp_path, monkeypatch):
     """A table keyed by its own primary key (not the configured default) records that key,
     and the primary-key check reads that column."""
-    from dataset_assets import config
-    from dataset_assets.engine.checks import primary_key_report
+    from dataset_assets import tables as config
+    from dataset_assets.storage.checks import primary_key_report
 
     uri = fresh_db("keyed")
     with psycopg.connect(uri, autocommit=True) as c:
@@ -288,7 +288,7 @@ def test_uuid_formatting_takes_both_driver_layouts():
     drivers as fixed-size ``arrow.uuid``: both give the canonical text, nulls and slices kept."""
     import uuid as uuidlib
 
-    from dataset_assets.engine.schema import uuid_to_string
+    from dataset_assets.source.types import uuid_to_string
 
     values = [uuidlib.UUID(int=i * 0x0123456789ABCDEF0123456789ABCDEF % (1 << 128)) for i in range(1, 6)]
     raw = [v.bytes for v in values[:2]] + [None] + [v.bytes for v in values[2:]]

@@ -14,16 +14,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataset_assets import config
-from dataset_assets.engine.export import ExportOptions, export_snapshot
-from dataset_assets.engine.seed import change_rows, seed
-from dataset_assets.stores import LocalStore
+from dataset_assets import settings as da_settings
+from dataset_assets import tables as config
+from dataset_assets.export.run import ExportOptions, export_snapshot
+from dataset_assets.local.seed import change_rows, seed
+from dataset_assets.storage.stores import LocalStore
 
 
 @pytest.fixture
 def small_chunks(tmp_path, monkeypatch):
     """Table configuration with small chunks, so a few thousand rows make many chunks."""
-    raw = yaml.safe_load(config.tables_file().read_text())
+    raw = yaml.safe_load(da_settings.tables_file().read_text())
     for spec in raw["tables"].values():
         spec["chunk_rows"] = 100
     path = tmp_path / "tables.yaml"
@@ -82,7 +83,7 @@ def test_changed_chunks_only_and_equal_to_full(fresh_db, tmp_path, small_chunks)
     [full] = export_snapshot(uri, ["audio"], "2026-11-03", full_store, ExportOptions(workers=2, incremental=False))
     assert full.manifest.row_count == inc.manifest.row_count
     assert rows(store, inc.prefix) == rows(full_store, full.prefix)
-    from dataset_assets.engine.verify import verify_snapshot
+    from dataset_assets.storage.verify import verify_snapshot
 
     assert all(r.ok for r in verify_snapshot(store, "2026-11-03"))
 
@@ -144,7 +145,7 @@ def test_incremental_equals_full_export_property(fresh_db, tmp_path_factory, sma
 def test_chunk_read_is_checked_against_its_count(fresh_db, tmp_path, small_chunks, monkeypatch):
     """Each chunk read must stream exactly the rows the fingerprint scan counted in the same
     snapshot; a mismatch fails the export and publishes nothing."""
-    from dataset_assets.engine import chunks as chunks_mod
+    from dataset_assets.source import fingerprints as chunks_mod
     from dataset_assets.errors import UserError
 
     uri = fresh_db("inc_count")
@@ -192,7 +193,7 @@ def test_disk_full_while_chunks_are_finished_leaves_nothing_visible(fresh_db, tm
     """A chunk's shard is encoded while the next chunk streams (export._finish in the background); a write error
     there (ENOSPC from /dev/full, for real) still fails the export with one sentence and
     leaves no snapshot and no staging behind."""
-    from dataset_assets.engine import writer as writer_mod
+    from dataset_assets.export import shards as writer_mod
     from dataset_assets.errors import StoreError
 
     uri = fresh_db("inc_full")
@@ -213,7 +214,7 @@ def test_disk_full_while_chunks_are_finished_leaves_nothing_visible(fresh_db, tm
 
 def test_changed_chunks_are_read_in_runs_of_consecutive_chunks():
     """One query per run of consecutive changed chunks, at most chunks.MAX_RUN long."""
-    from dataset_assets.engine.chunks import MAX_RUN, runs
+    from dataset_assets.source.fingerprints import MAX_RUN, runs
 
     assert runs([9, 3, 5, 4]) == [[3, 4, 5], [9]]
     assert runs([]) == []
@@ -227,7 +228,7 @@ def test_rows_of_a_run_split_by_chunk_in_key_order_and_any_order():
     import numpy as np
     import pyarrow as pa
 
-    from dataset_assets.engine.export import _by_chunk
+    from dataset_assets.export.run import _by_chunk
 
     rows = pa.record_batch({"v": list(range(8))})
     for where in ([0, 0, 1, 1, 1, 3, 3, 3], [1, 0, 3, 1, 0, 3, 1, 3]):
@@ -243,12 +244,12 @@ def test_a_chunk_read_cut_short_by_another_workers_failure_is_not_a_count_error(
     count mismatch of its own (which could reach the user first instead of the real cause)."""
     import threading
 
-    from dataset_assets.config import table_config
-    from dataset_assets.engine import chunks as chunks_mod
-    from dataset_assets.engine import export as ex
-    from dataset_assets.engine.pgsnapshot import SharedSnapshot
-    from dataset_assets.engine.plan import plan_table
-    from dataset_assets.engine.progress import Progress
+    from dataset_assets.tables import table_config
+    from dataset_assets.source import fingerprints as chunks_mod
+    from dataset_assets.export import run as ex
+    from dataset_assets.source.snapshot import SharedSnapshot
+    from dataset_assets.source.plan import plan_table
+    from dataset_assets.export.progress import Progress
     from dataset_assets.errors import UserError
 
     uri = fresh_db("inc_stop")

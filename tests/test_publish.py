@@ -13,8 +13,8 @@ import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from dataset_assets.errors import UserError, VerificationError
-from dataset_assets.publish import publish_snapshot
-from dataset_assets.stores import LocalStore
+from dataset_assets.release import publish_snapshot
+from dataset_assets.storage.stores import LocalStore
 
 REPO = "test-user/snapshots"
 FIRST, SECOND = "2026-01-01", "2026-02-01"

@@ -14,9 +14,9 @@ import pytest
 
 from platform_helpers import materialization_metadata, materialize, run_cli
 
-from dataset_assets.engine.lifecycle import is_published, publication
+from dataset_assets.storage.release_state import is_published, publication
 from dataset_assets.resources import HubResource
-from dataset_assets.stores import LocalStore
+from dataset_assets.storage.stores import LocalStore
 
 REPO = "test-org/media-snapshots"
 FIRST, SECOND = "2026-12-01", "2026-12-02"
@@ -91,8 +91,8 @@ def step_failures(result) -> list[str]:
 
 
 def export(uri: str, store, date: str, tables=("image", "audio")) -> None:
-    from dataset_assets.engine.card import write_card
-    from dataset_assets.engine.export import ExportOptions, export_snapshot
+    from dataset_assets.release.card import write_card
+    from dataset_assets.export.run import ExportOptions, export_snapshot
 
     export_snapshot(uri, list(tables), date, store, ExportOptions(workers=2))
     write_card(store, date, list(tables))
@@ -185,7 +185,7 @@ def test_release_publishes_tags_and_freezes_the_snapshot(defs_module, instance, 
 
 
 def test_second_snapshot_uploads_only_changed_shards(defs_module, instance, mutable_uri, hub_server, tmp_path):
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     store_dir = tmp_path / "store"
     store = LocalStore(store_dir)
@@ -288,9 +288,9 @@ def test_cli_publish(seeded_uri, hub_server, tmp_path):
 
 def test_webhook_message_and_failures(hub_server, tmp_path):
     """``notify_webhook`` directly: one POST; errors are retried, then only warned about."""
-    from dataset_assets.engine.manifest import Manifest
-    from dataset_assets.publish import PublishResult
-    from dataset_assets.publish.notify import notify_webhook
+    from dataset_assets.storage.manifest import Manifest
+    from dataset_assets.release import PublishResult
+    from dataset_assets.release.notify import notify_webhook
 
     result = PublishResult(repo_id=REPO, repo_url=f"https://hub.example/datasets/{REPO}", snapshot=FIRST,
                            tag=f"snapshot-{FIRST}", commit_sha="a" * 40, dry_run=False, committed=True,

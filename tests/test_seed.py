@@ -7,7 +7,7 @@ import re
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 
-from dataset_assets.engine import seed as S
+from dataset_assets.local import seed as S
 from dataset_assets.errors import UserError
 
 ROWS = 5_000

@@ -123,7 +123,7 @@ def test_repeated_tick_from_the_same_cursor_gives_the_same_run_key(ticker):
     the run key is the same, so the daemon does not launch a second run."""
     ticker.settle()
     before = ticker.cursor
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "audio", 0.02, seed=1, kinds=("update",))
     a = ticker.requested(ticker.tick(cursor=before))
@@ -134,7 +134,7 @@ def test_repeated_tick_from_the_same_cursor_gives_the_same_run_key(ticker):
 
 def test_update_in_audio_requests_audio_only(ticker):
     first = ticker.settle()
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "audio", 0.02, seed=2, kinds=("update",))
     result = ticker.tick()
@@ -159,7 +159,7 @@ def test_update_that_does_not_move_updated_on_is_noticed(ticker):
 
 def test_deletes_are_noticed_also_a_tombstone_alone(ticker):
     ticker.settle()
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     # a plain delete, no tombstone: max(updated_on) does not move, the counters do
     assert change_rows(ticker.uri, "audio", 0.01, seed=3, kinds=("delete",), tombstone=False)["delete"] > 0
@@ -178,7 +178,7 @@ def test_deletes_are_noticed_also_a_tombstone_alone(ticker):
 
 def test_failed_run_is_retried_with_a_new_run_key_then_given_up(ticker, monkeypatch):
     ticker.settle()
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     monkeypatch.setenv("DATASET_ASSETS_SENSOR_MAX_ATTEMPTS", "2")
     broken = ticker.uri.rsplit("/", 1)[0] + "/no_such_database"
@@ -206,7 +206,7 @@ def test_failed_run_is_retried_with_a_new_run_key_then_given_up(ticker, monkeypa
 
 def test_failed_run_of_a_passed_date_moves_to_today(ticker, today):
     ticker.settle()
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "audio", 0.02, seed=6, kinds=("update",))
     key1 = ticker.requested(ticker.tick())["audio"]
@@ -221,9 +221,9 @@ def test_failed_run_of_a_passed_date_moves_to_today(ticker, today):
 
 def test_published_date_is_not_re_requested(ticker, today):
     ticker.settle()
-    from dataset_assets.engine.lifecycle import mark_published
-    from dataset_assets.engine.seed import change_rows
-    from dataset_assets.stores import LocalStore
+    from dataset_assets.storage.release_state import mark_published
+    from dataset_assets.local.seed import change_rows
+    from dataset_assets.storage.stores import LocalStore
 
     mark_published(LocalStore(ticker.store_dir), DATE, {"repo_id": "test/dataset"})
     change_rows(ticker.uri, "audio", 0.02, seed=7)
@@ -237,7 +237,7 @@ def test_published_date_is_not_re_requested(ticker, today):
 
 def test_same_day_updates_off_waits_for_the_next_date(ticker, today, monkeypatch):
     ticker.settle()
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     monkeypatch.setenv("DATASET_ASSETS_SAME_DAY_UPDATES", "false")
     change_rows(ticker.uri, "image", 0.02, seed=8, kinds=("update",))
@@ -259,7 +259,7 @@ def test_stats_reset_alone_does_not_trigger_a_snapshot(ticker):
     assert "statistics were reset" in result.skip_message
     assert not ticker.tick().run_requests
     # after the reset, a change seen only by the counters is still noticed
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "image", 0.01, seed=9, kinds=("delete",), tombstone=False)
     assert set(ticker.requested(ticker.tick())) == {"image"}
@@ -267,7 +267,7 @@ def test_stats_reset_alone_does_not_trigger_a_snapshot(ticker):
 
 def test_changes_while_pending_are_picked_up_by_the_next_request(ticker):
     ticker.settle()
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "audio", 0.02, seed=10, kinds=("update",))
     key1 = ticker.requested(ticker.tick())["audio"]
@@ -319,8 +319,8 @@ def _scan_counts(uri: str) -> dict[str, tuple[int, int]]:
 
 def test_signal_reads_no_table_only_indexes(seeded_uri):
     """max(updated_on) is an index probe; the unindexed deleted_on is not read at all."""
-    from dataset_assets.config import load_tables
-    from dataset_assets.engine.changes import read_signals
+    from dataset_assets.tables import load_tables
+    from dataset_assets.source.signals import read_signals
 
     with psycopg.connect(seeded_uri, autocommit=True) as conn:
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN SELECT (SELECT max(updated_on) FROM image)::text"))
@@ -342,7 +342,7 @@ def test_signal_reads_no_table_only_indexes(seeded_uri):
 
 
 def _sig(counters=(10, 2, 1, 3, 0, 0), maxima=(("updated_on", "t1"),), relations="r", stats_reset=None, started="s"):
-    from dataset_assets.engine.changes import ChangeSignal
+    from dataset_assets.source.signals import ChangeSignal
 
     return ChangeSignal(started=started, stats_reset=stats_reset, relations=relations, counters=tuple(counters),
                         maxima=tuple(maxima))
@@ -365,6 +365,6 @@ def test_change_rules(new, changed):
     old = _sig()
     assert (new.changed_since(old) is not None) is changed, new.changed_since(old)
     assert _sig().changed_since(None) == "no committed snapshot yet"
-    from dataset_assets.engine.changes import ChangeSignal
+    from dataset_assets.source.signals import ChangeSignal
 
     assert ChangeSignal.from_dict(json.loads(json.dumps(new.as_dict()))) == new

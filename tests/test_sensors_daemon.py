@@ -47,7 +47,7 @@ def _wait(instance, log: Path, proc, timeout: float, what: str, done) -> None:
 
 
 def test_daemon_snapshots_changed_table_and_refreshes_the_card(mutable_uri, tmp_path):
-    from dataset_assets.engine.seed import change_rows
+    from dataset_assets.local.seed import change_rows
 
     home = tmp_path / "dagster_home"
     home.mkdir()

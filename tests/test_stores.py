@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dataset_assets.errors import SnapshotExists, StoreError
-from dataset_assets.stores import SUCCESS, LocalStore, StoredObject, open_store
+from dataset_assets.storage.stores import SUCCESS, LocalStore, StoredObject, open_store
 
 MiB = 1024 * 1024
 
@@ -228,7 +228,7 @@ def _fault_injector(client, operations: set[str], failures: int | None, status: 
 
 
 def test_s3_multipart_upload_verifies(s3_store, tmp_path):
-    from dataset_assets.stores.s3 import S3Store, _digest_file
+    from dataset_assets.storage.stores.s3 import S3Store, _digest_file
 
     store = S3Store(s3_store.client, s3_store.bucket, s3_store.prefix, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, staging_root=tmp_path / "stg")
     data = os.urandom(12 * MiB)
@@ -250,7 +250,7 @@ def test_s3_multipart_upload_verifies(s3_store, tmp_path):
 
 
 def test_s3_multipart_copy_keeps_metadata(s3_store, tmp_path):
-    from dataset_assets.stores.s3 import META_SHA256, S3Store
+    from dataset_assets.storage.stores.s3 import META_SHA256, S3Store
 
     store = S3Store(s3_store.client, s3_store.bucket, s3_store.prefix, copy_multipart_threshold=5 * MiB, staging_root=tmp_path / "stg")
     data = os.urandom(6 * MiB)
@@ -277,7 +277,7 @@ def test_s3_verification_catches_a_corrupted_upload(s3_store, tmp_path):
 
 
 def test_s3_transient_errors_are_retried(s3_store, tmp_path):
-    from dataset_assets.stores.s3 import S3Store
+    from dataset_assets.storage.stores.s3 import S3Store
 
     store = S3Store(s3_store.client, s3_store.bucket, s3_store.prefix, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, staging_root=tmp_path / "stg")
     assert store.client.meta.config.retries["mode"] == "standard"
@@ -291,7 +291,7 @@ def test_s3_transient_errors_are_retried(s3_store, tmp_path):
 
 
 def test_s3_persistent_failure_raises_store_error_without_success(s3_env, s3_store, monkeypatch, tmp_path):
-    from dataset_assets.stores.s3 import S3Store
+    from dataset_assets.storage.stores.s3 import S3Store
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
     store = S3Store.from_url(s3_store.url, staging_root=tmp_path / "stg")
@@ -311,7 +311,7 @@ def test_s3_persistent_failure_raises_store_error_without_success(s3_env, s3_sto
 
 
 def test_s3_failed_replace_leaves_old_snapshot_incomplete(s3_store, monkeypatch, tmp_path):
-    from dataset_assets.stores.s3 import S3Store
+    from dataset_assets.storage.stores.s3 import S3Store
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     s3_store.publish_dir(stage(s3_store, "snap/t", {"a.parquet": b"old"}), "snap/t")
@@ -323,7 +323,7 @@ def test_s3_failed_replace_leaves_old_snapshot_incomplete(s3_store, monkeypatch,
 
 
 def test_s3_missing_bucket(s3_store):
-    from dataset_assets.stores.s3 import S3Store
+    from dataset_assets.storage.stores.s3 import S3Store
 
     store = S3Store(s3_store.client, "no-such-bucket-here", "p")
     for action in (lambda: store.put_bytes("k", b"x"), lambda: store.list("x"), lambda: store.read_bytes("k")):
@@ -346,7 +346,7 @@ def test_s3_access_denied_and_bad_credentials(s3_store):
 def test_s3_unreachable_endpoint(s3_env, monkeypatch, tmp_path):
     import socket
 
-    from dataset_assets.stores.s3 import S3Store
+    from dataset_assets.storage.stores.s3 import S3Store
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -375,8 +375,8 @@ def test_primary_key_report_reads_shards_from_the_store(store, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dataset_assets.engine.checks import primary_key_report
-    from dataset_assets.engine.manifest import FileEntry
+    from dataset_assets.storage.checks import primary_key_report
+    from dataset_assets.storage.manifest import FileEntry
 
     shards = {"a.parquet": ["k1", "k2", None], "b.parquet": ["k3", "k1", "k4"]}
     files = {}

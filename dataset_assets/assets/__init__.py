@@ -5,12 +5,13 @@ import os
 
 import dagster as dg
 
-from ..config import ENV_HF_REPO, load_tables
-from .card import build_card_asset
-from .checks import build_table_checks
-from .conditions import FOLLOW_TABLES
-from .release import build_release_asset
-from .tables import build_table_asset
+from dataset_assets.tables import load_tables
+from dataset_assets.settings import ENV_HF_REPO
+from dataset_assets.assets.card import build_card_asset
+from dataset_assets.assets.checks import build_table_checks
+from dataset_assets.assets.conditions import FOLLOW_TABLES
+from dataset_assets.assets.release import build_release_asset
+from dataset_assets.assets.tables import build_table_asset
 
 __all__ = ["FOLLOW_TABLES", "build_assets"]
 

@@ -3,12 +3,12 @@
 
 import dagster as dg
 
-from ..config import load_tables
-from ..engine.card import card_key, write_card
-from ..engine.lifecycle import ensure_draft
-from ..partitions import snapshots
-from ..resources import SnapshotStore
-from .failures import user_errors_fail
+from dataset_assets.tables import load_tables
+from dataset_assets.release.card import card_key, write_card
+from dataset_assets.storage.release_state import ensure_draft
+from dataset_assets.partitions import snapshots
+from dataset_assets.resources import SnapshotStore
+from dataset_assets.assets.failures import user_errors_fail
 
 
 def build_card_asset(table_keys: list[dg.AssetKey], automation_condition=None) -> dg.AssetsDefinition:

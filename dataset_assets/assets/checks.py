@@ -4,13 +4,13 @@ push) for that date."""
 
 import dagster as dg
 
-from ..config import TableConfig
-from ..engine.checks import primary_key_report
-from ..engine.docs import check_documentation
-from ..engine.export import snapshot_prefix
-from ..engine.verify import load_manifest, verify_table
-from ..resources import SnapshotStore
-from .failures import user_errors_fail
+from dataset_assets.tables import TableConfig
+from dataset_assets.storage.checks import primary_key_report
+from dataset_assets.release.card.docs import check_documentation
+from dataset_assets.export.run import snapshot_prefix
+from dataset_assets.storage.verify import load_manifest, verify_table
+from dataset_assets.resources import SnapshotStore
+from dataset_assets.assets.failures import user_errors_fail
 
 
 def build_table_checks(cfg: TableConfig) -> list[dg.AssetChecksDefinition]:

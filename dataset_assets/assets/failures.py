@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from ..errors import UserError
+from dataset_assets.errors import UserError
 
 
 @contextmanager

@@ -4,10 +4,10 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from ..engine.docs import load_table_doc
-from ..engine.export import TableResult
-from ..errors import UserError
-from ..stores import MANIFEST, Store
+from dataset_assets.release.card.docs import load_table_doc
+from dataset_assets.export.run import TableResult
+from dataset_assets.errors import UserError
+from dataset_assets.storage.stores import MANIFEST, Store
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 60

@@ -8,10 +8,10 @@ a failing webhook only logs a warning.
 
 import dagster as dg
 
-from ..partitions import snapshots
-from ..publish.notify import load_snippet
-from ..resources import HubResource, SnapshotStore
-from .failures import user_errors_fail
+from dataset_assets.partitions import snapshots
+from dataset_assets.release.notify import load_snippet
+from dataset_assets.resources import HubResource, SnapshotStore
+from dataset_assets.assets.failures import user_errors_fail
 
 
 def load_markdown(repo_id: str, tag: str, tables: list[str]) -> str:

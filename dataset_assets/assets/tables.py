@@ -7,16 +7,16 @@ manifest the engine wrote.
 
 import dagster as dg
 
-from ..config import TableConfig
-from ..engine.docs import load_table_doc
-from ..engine.export import export_snapshot
-from ..engine.lifecycle import ensure_draft
-from ..engine.progress import LogProgress
-from ..errors import UserError
-from ..partitions import snapshots
-from ..resources import ExportSettings, SnapshotStore, SourceDatabase
-from .failures import user_errors_fail
-from .metadata import table_metadata
+from dataset_assets.tables import TableConfig
+from dataset_assets.release.card.docs import load_table_doc
+from dataset_assets.export.run import export_snapshot
+from dataset_assets.storage.release_state import ensure_draft
+from dataset_assets.export.progress import LogProgress
+from dataset_assets.errors import UserError
+from dataset_assets.partitions import snapshots
+from dataset_assets.resources import ExportSettings, SnapshotStore, SourceDatabase
+from dataset_assets.assets.failures import user_errors_fail
+from dataset_assets.assets.metadata import table_metadata
 
 
 def build_table_asset(cfg: TableConfig) -> dg.AssetsDefinition:

@@ -11,21 +11,11 @@ import os
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from ..config import (
-    ENV_HF_ENDPOINT,
-    ENV_HF_REPO,
-    ENV_HF_TOKEN,
-    ENV_S3_ENDPOINT,
-    ENV_SOURCE,
-    ENV_STORE,
-    ENV_WEBHOOK,
-    ENV_WORKERS,
-    env_int,
-)
-from ..engine.export import ExportOptions, default_workers
-from ..engine.writer import MiB, ParquetOptions
-from ..errors import UserError
-from ..stores import Store, open_store
+from dataset_assets.settings import ENV_HF_ENDPOINT, ENV_HF_REPO, ENV_HF_TOKEN, ENV_S3_ENDPOINT, ENV_SOURCE, ENV_STORE, ENV_WEBHOOK, ENV_WORKERS, env_int
+from dataset_assets.export.run import ExportOptions, default_workers
+from dataset_assets.export.shards import MiB, ParquetOptions
+from dataset_assets.errors import UserError
+from dataset_assets.storage.stores import Store, open_store
 
 HUB_ENDPOINT = "https://huggingface.co"
 
@@ -43,7 +33,7 @@ class SourceDatabase(dg.ConfigurableResource):
     def resolve_uri(self) -> str:
         if self.uri:
             return self.uri
-        from ..local_env import default_source_uri
+        from dataset_assets.local.env import default_source_uri
 
         return default_source_uri()
 
@@ -56,7 +46,7 @@ class SnapshotStore(dg.ConfigurableResource):
 
     def open(self) -> Store:
         if self.url.startswith("s3://") and self.s3 is not None:
-            from ..stores.s3 import S3Store
+            from dataset_assets.storage.stores.s3 import S3Store
 
             bucket, _, prefix = self.url[len("s3://"):].partition("/")
             return S3Store(self.s3.get_client(), bucket, prefix)
@@ -106,8 +96,8 @@ class HubResource(dg.ConfigurableResource):
         return False if value in ("", "none", "false", "no", "off") else value
 
     def release(self, store: Store, snapshot: str, *, log=print, warn=print):
-        """Release ``snapshots/<snapshot>`` of ``store`` (see :func:`dataset_assets.publish.release.release_snapshot`)."""
-        from ..publish.release import release_snapshot
+        """Release ``snapshots/<snapshot>`` of ``store`` (see :func:`dataset_assets.release.release.release_snapshot`)."""
+        from dataset_assets.release.release import release_snapshot
 
         return release_snapshot(store, snapshot, self.require_repo(), token=self.token or None,
                                 endpoint=self.endpoint or None, private=self.private, gated=self.gated_value(),

@@ -6,8 +6,8 @@ import os
 
 import dagster as dg
 
-from ..config import env_int
-from .changes import build_change_sensor
+from dataset_assets.settings import env_int
+from dataset_assets.sensors.changes import build_change_sensor
 
 ENV_SENSORS = "DATASET_ASSETS_SENSORS"  # "running" (default) or "stopped"
 ENV_AUTOMATION_INTERVAL = "DATASET_ASSETS_AUTOMATION_INTERVAL"  # seconds between automation ticks (default 30)

@@ -48,13 +48,14 @@ import time
 
 import dagster as dg
 
-from ..config import env_int, load_tables
-from ..engine.changes import ChangeSignal, read_signals
-from ..engine.export import snapshot_prefix
-from ..engine.lifecycle import is_published
-from ..errors import UserError
-from ..partitions import snapshots
-from ..resources import SnapshotStore, SourceDatabase
+from dataset_assets.tables import load_tables
+from dataset_assets.settings import env_int
+from dataset_assets.source.signals import ChangeSignal, read_signals
+from dataset_assets.export.run import snapshot_prefix
+from dataset_assets.storage.release_state import is_published
+from dataset_assets.errors import UserError
+from dataset_assets.partitions import snapshots
+from dataset_assets.resources import SnapshotStore, SourceDatabase
 
 ENV_INTERVAL = "DATASET_ASSETS_SENSOR_INTERVAL"
 ENV_SAME_DAY = "DATASET_ASSETS_SAME_DAY_UPDATES"
@@ -155,7 +156,7 @@ def _free_run_key(instance, table: str, date: str, sig_hash: str, attempt: int) 
 
 
 def build_change_sensor(table_keys: list[dg.AssetKey]) -> dg.SensorDefinition:
-    from . import default_status
+    from dataset_assets.sensors import default_status
 
     interval = env_int(ENV_INTERVAL, 60, minimum=1)
 

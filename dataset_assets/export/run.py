@@ -1,0 +1,549 @@
+"""Export tables at one consistent point in time into verified parquet snapshots.
+
+The data path, top to bottom::
+
+    SharedSnapshot (pg_export_snapshot)          one point in time for everything
+      -> plan_table: schema, filters, ctid ranges
+      -> N workers, each its own connection on the shared snapshot:
+           reader thread: ADBC binary COPY stream -> batches -> conform(schema)
+           writer:        ShardWriter -> size-bounded parquet shards (staging)
+      -> checks: rows written == rows streamed == count(*) in the same snapshot
+         (incremental: per chunk read, against the chunk's fingerprint count)
+      -> Manifest (files, sha256, schema, source, timings, root hash)
+      -> Store.publish_dir: shards, _manifest.json, then _SUCCESS last
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dataset_assets.tables import TableConfig, table_config
+from dataset_assets.errors import SnapshotExists, SourceError, UserError
+from dataset_assets.storage.stores import MANIFEST, Store
+from dataset_assets.source import fingerprints as chunking_mod
+from dataset_assets.source import connect as src
+from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema
+from dataset_assets.source.snapshot import SharedSnapshot
+from dataset_assets.source.plan import TablePlan, ctid_preds, plan_table, primary_key, split_pages
+from dataset_assets.export.progress import Progress
+from dataset_assets.source.types import conform
+from dataset_assets.storage.verify import load_manifest
+from dataset_assets.export.shards import ParquetOptions, ShardWriter
+
+
+def snapshot_prefix(snapshot: str, table: str) -> str:
+    return f"snapshots/{snapshot}/{table}"
+
+
+def parse_snapshot_date(value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat() if len(value) == 10 else _bad_date(value)
+    except ValueError:
+        return _bad_date(value)
+
+
+def _bad_date(value: str) -> str:
+    raise UserError(f"Snapshot date {value!r} is not a date in the form YYYY-MM-DD (for example {dt.date.today().isoformat()}).")
+
+
+def default_workers() -> int:
+    """One worker per core: each worker's connection is one server backend plus its client threads."""
+    return os.cpu_count() or 2
+
+
+@dataclass
+class ExportOptions:
+    workers: int = field(default_factory=default_workers)
+    parquet: ParquetOptions = field(default_factory=ParquetOptions)
+    force: bool = False              # replace an existing complete snapshot
+    skip_existing: bool = False      # leave an existing complete snapshot alone and report it
+    check_count: bool = True         # count(*) in the same snapshot and compare
+    incremental: bool | None = None  # None: as the table configuration says; False: full export
+    queue_depth: int = 1             # batches read ahead per worker
+    batch_bytes: int = 8 << 20      # size of the driver's Arrow batches
+
+
+@dataclass
+class TableResult:
+    table: str
+    snapshot: str
+    prefix: str
+    store_url: str
+    manifest: Manifest
+    skipped: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.manifest.row_count
+
+
+def export_snapshot(
+    source_uri: str,
+    tables: list[str],
+    snapshot: str,
+    store: Store,
+    options: ExportOptions | None = None,
+    progress: Progress | None = None,
+    log=lambda msg: None,
+) -> list[TableResult]:
+    """Export ``tables`` as they are at one point in time into ``snapshots/<snapshot>/``."""
+    options = options or ExportOptions()
+    progress = progress or Progress()
+    snapshot = parse_snapshot_date(snapshot)
+    if options.workers < 1:
+        raise UserError(f"--workers must be at least 1, not {options.workers}.")
+    configs = [table_config(t) for t in dict.fromkeys(tables)]
+    results: list[TableResult] = []
+    todo: list[TableConfig] = []
+    for cfg in configs:
+        prefix = snapshot_prefix(snapshot, cfg.name)
+        if store.is_complete(prefix) and not options.force:
+            if options.skip_existing:
+                manifest = load_manifest(store, prefix)  # a damaged one is a UserError, not a traceback
+                results.append(TableResult(cfg.name, snapshot, prefix, store.url, manifest, skipped=True))
+                log(f"{cfg.name}: snapshot {snapshot} already complete in {store.url}; left as it is")
+                continue
+            raise SnapshotExists(
+                f"Snapshot {snapshot} of {cfg.name} is already complete in {store.url}; "
+                f"snapshots are immutable, so pass --force to replace it or choose another date."
+            )
+        todo.append(cfg)
+    if not todo:
+        return results
+    with SharedSnapshot(source_uri) as shared:
+        shared.prepare(options.workers)  # the workers' (or the fingerprint scan's) connections, while we plan
+        log(f"source snapshot {shared.snapshot_id} (txid snapshot {shared.txid_snapshot}) from {src.redact(source_uri)}")
+        plans = [plan_table(shared.cur, cfg, options.workers) for cfg in todo]  # all fail fast before any data moves
+        for plan in plans:
+            results.append(_export_table(shared, plan, snapshot, store, options, progress, log))
+    return results
+
+
+def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store: Store,
+                  options: ExportOptions, progress: Progress, log) -> TableResult:
+    table = plan.info.name
+    prefix = snapshot_prefix(snapshot, table)
+    t0 = time.perf_counter()
+    incremental = plan.config.incremental if options.incremental is None else options.incremental
+    units = [(i, plan.range_sql(lo, hi), None) for i, (lo, hi) in enumerate(plan.ranges)]
+    reuse: dict[str, str] = {}
+    reused: list[FileEntry] = []
+    chunking = None
+    expected_rows = plan.estimated_rows
+    count_sql = plan.count_sql() if options.check_count else None
+    if incremental:
+        chunking, units, reuse, reused = _plan_incremental(shared, plan, snapshot, store, options, log)
+        expected_rows = sum(sum(rows) for _, _, rows in units)
+        count_sql = None  # each chunk read is checked against its fingerprint's count(*) instead
+    staging = store.staging_dir(prefix)
+    staged = _Background(store.stage_reused, staging, reuse) if reuse else None  # while the workers read
+    try:
+        counter = _Counter()
+        counting = _Background(_count_rows, shared, count_sql) if count_sql is not None else None
+        progress.start(f"{table} {snapshot}", expected_rows)
+        try:
+            files = _run_workers(shared, plan, units, staging, options, progress, counter)
+        finally:
+            progress.finish()
+        t_copy = time.perf_counter() - t0
+        source_rows = counting.result() if counting is not None else None
+        written = sum(f.rows for f in files)
+        if written != counter.rows:
+            raise UserError(f"{table}: {counter.rows} rows were read but {written} written; the snapshot was not published, rerun the export.")
+        for f in files:  # the parquet footers agree with what we counted
+            md = pq.read_metadata(staging / f.path)
+            if md.num_rows != f.rows:
+                raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; the snapshot was not published, rerun the export.")
+        files = sorted(files + reused, key=lambda f: f.path)
+        total = sum(f.rows for f in files)
+        if source_rows is not None and source_rows != total:
+            raise UserError(
+                f"{table}: the source holds {source_rows} rows at the snapshot but {total} were exported; "
+                f"the snapshot was not published, rerun the export."
+            )
+        if chunking is not None:
+            # Not a second count: every chunk read already streamed exactly its count(*) in this
+            # snapshot (_copy_unit), and an unchanged chunk is the base snapshot's file, checked
+            # the same way when it was written. What was verified is recorded as such.
+            counted, how = total, "rows streamed per chunk read = its count(*)"
+        else:
+            counted, how = source_rows, "rows = count(*) of the table" if source_rows is not None else None
+        manifest = Manifest(
+            table=table,
+            snapshot=snapshot,
+            row_count=total,
+            files=files,
+            schema=plan.schema.describe(),
+            arrow_schema=encode_schema(plan.schema.arrow),
+            source=src.identity(shared.uri).as_dict(),
+            source_snapshot=shared.describe(),
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            timings={"copy_seconds": round(t_copy, 3), "workers": options.workers, "units": len(units),
+                     "rows_exported": written, "rows_reused": total - written,
+                     "rows_per_second": round(written / t_copy) if t_copy else None,
+                     "source_rows_counted": counted, "count_check": how},
+            parquet=options.parquet.as_dict(),
+            filters=plan.filter_description,
+            primary_key=primary_key(plan.config, plan.info),
+            chunking=chunking.as_dict() if chunking else None,
+        )
+        (staging / MANIFEST).write_text(manifest.to_json())
+        if staged is not None:
+            reuse = staged.result()
+        store.publish_dir(staging, prefix, reuse=reuse, replace=options.force)
+        manifest.timings["total_seconds"] = round(time.perf_counter() - t0, 3)
+        how = f", {len(reused)} files reused from {chunking.base_snapshot}" if reused else ""
+        log(f"{table}: {total:,} rows in {len(files)} files ({manifest.total_bytes / 1e6:.1f} MB{how}) "
+            f"published at {store.url}/{prefix} in {manifest.timings['total_seconds']}s")
+        return TableResult(table, snapshot, prefix, store.url, manifest)
+    except BaseException:
+        if staged is not None:
+            staged.wait()  # its links land in staging, which goes now
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+class _Background:
+    """``fn(*args)`` in a thread (or at once with ``inline``); ``result()`` returns its value
+    or raises its exception."""
+
+    def __init__(self, fn, *args, inline: bool = False):
+        self._box: dict = {}
+        self._thread = None
+        if inline:
+            self._run(fn, args)
+        else:
+            self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+            self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            self._box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed over by result()
+            self._box["error"] = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self):
+        self.wait()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
+
+
+def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str, Manifest] | None:
+    """The newest complete snapshot of ``table`` up to ``snapshot`` made with the same basis."""
+    dates = sorted((p.rsplit("/", 1)[-1] for p in store.iter_prefixes("snapshots")), reverse=True)
+    for date in dates:
+        if date > snapshot:
+            continue
+        prefix = snapshot_prefix(date, table)
+        if not store.is_complete(prefix):
+            continue
+        try:
+            m = load_manifest(store, prefix)
+        except UserError:
+            continue  # a damaged earlier snapshot is no base; an older one may be
+        if m.chunking and m.chunking.get("basis") == basis:
+            return date, m
+    return None
+
+
+def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store: Store,
+                      options: ExportOptions, log):
+    """Fingerprint the chunks; only changed ones are read, the rest reuse the previous shards."""
+    basis = chunking_mod.basis(plan, options.parquet.as_dict())
+    prev = _previous(store, plan.info.name, snapshot, basis)
+    if prev is not None:
+        base_date, base = prev
+        old = chunking_mod.Chunking.from_dict(base.chunking)
+        boundaries = old.boundaries
+    else:
+        base_date, base, old = None, None, None
+        boundaries = chunking_mod.choose_boundaries(shared.cur, plan, plan.config.chunk_rows)
+    t0 = time.perf_counter()
+    fps = _parallel_fingerprints(shared, plan, boundaries, options.workers)
+    old_fps = old.fingerprints if old else {}
+    changed = sorted(c for c in fps.keys() | old_fps.keys() if fps.get(c) != old_fps.get(c))
+    changed_set = set(changed)
+    reused = []
+    reuse: dict[str, str] = {}
+    if base is not None:
+        for f in base.files:
+            if f.chunk not in changed_set:
+                reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=f.chunk,
+                                        reused_from=f.reused_from or base_date))
+                reuse[f.path] = f"{snapshot_prefix(base_date, plan.info.name)}/{f.path}"
+    units = [(run[0], chunking_mod.chunk_sql(plan, boundaries, run[0], run[-1]), [chunking_mod.chunk_rows(fps[c]) for c in run])
+             for run in chunking_mod.runs([c for c in changed if c in fps])]
+    col = chunking_mod.key_column(plan)
+    chunking = chunking_mod.Chunking(
+        key=col.name, key_type=col.pg_type, boundaries=boundaries, fingerprints=fps, basis=basis,
+        base_snapshot=base_date, changed_chunks=len(changed), reused_files=len(reused),
+    )
+    log(f"{plan.info.name}: {len(fps)} chunks fingerprinted in {time.perf_counter() - t0:.2f}s; "
+        f"{len(changed)} changed" + (f" since {base_date}" if base_date else " (no earlier snapshot to build on)"))
+    return chunking, units, reuse, reused
+
+
+def _parallel_fingerprints(shared: SharedSnapshot, plan: TablePlan, boundaries: list[str], workers: int) -> dict[int, str]:
+    """One fingerprint scan split over ``workers`` connections by heap range (same snapshot).
+    The first range runs on the coordinating connection, which is ready now (a joined one takes
+    ~30 ms to open), then the tombstones' fingerprint there. (More, smaller ranges taken from a
+    queue measured slower: 0.55 s against 0.52 s for 1M rows.)"""
+
+    def scan(cur, reference, lo, hi) -> list[tuple]:
+        cur.execute(chunking_mod.fingerprint_sql(plan, boundaries, reference, ctid_preds(lo, hi)))
+        return cur.fetchall()
+
+    def joined_scan(lo, hi) -> list[tuple]:
+        with shared.connection() as (_, cur):
+            return scan(cur, chunking_mod.reference_xid(cur), lo, hi)
+
+    (lo, hi), *rest = split_pages(plan.pages, workers)
+    scans = [_Background(joined_scan, *r) for r in rest]
+    try:
+        reference = chunking_mod.reference_xid(shared.cur)
+        parts = [scan(shared.cur, reference, lo, hi)]
+        marks = []
+        if chunking_mod.tombstone_table(plan):
+            shared.cur.execute(chunking_mod.tombstone_fingerprint_sql(plan, boundaries, reference))
+            marks = shared.cur.fetchall()
+        parts += [s.result() for s in scans]
+    except BaseException as exc:  # noqa: BLE001 - the first failure, as one sentence
+        for s in scans:
+            s.wait()
+        raise _source_failure(shared.uri, exc) from exc
+    return chunking_mod.merge_fingerprints(parts, marks)
+
+
+class _Counter:
+    def __init__(self):
+        self.rows = 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.rows += n
+
+
+def _count_rows(shared: SharedSnapshot, sql: str) -> int:
+    try:
+        with shared.connection() as (_, cur):
+            cur.execute(sql)
+            return int(cur.fetchone()[0])
+    except Exception as exc:  # noqa: BLE001 - raised in the main thread by _Background.result
+        raise _source_failure(shared.uri, exc) from exc
+
+
+def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, str, list[int] | None]], staging,
+                 options: ExportOptions, progress: Progress, counter: _Counter) -> list[FileEntry]:
+    """Each worker: its own connection on the shared snapshot, taking (unit, sql, rows each
+    chunk must stream, or None for a range) from a queue."""
+    units: queue.Queue = queue.Queue()
+    for item in work:
+        units.put(item)
+    files: list[FileEntry] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    n = min(options.workers, len(work))
+
+    def worker() -> None:
+        closing: _Background | None = None  # the previous unit's shards being finished meanwhile (_finish)
+        try:
+            with shared.connection() as (_, cur):
+                while not stop.is_set():
+                    try:
+                        unit, sql, expected = units.get_nowait()
+                    except queue.Empty:
+                        break
+                    writers = _copy_unit(cur, plan, sql, unit, expected, staging, options, progress, counter, stop)
+                    previous, closing = closing, _Background(_finish, writers, inline=expected is None)
+                    if previous is not None:
+                        files.extend(previous.result())
+                if closing is not None:
+                    files.extend(closing.result())
+                    closing = None
+        except _Interrupted:
+            pass  # another worker's failure stopped this one; that failure is the one to report
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+        finally:
+            if closing is not None:
+                closing.wait()
+
+    threads = [threading.Thread(target=worker, name=f"export-{plan.info.name}-{i}", daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        exc = errors[0]
+        if isinstance(exc, UserError):
+            raise exc
+        raise _source_failure(shared.uri, exc) from exc
+    return files
+
+
+_END = object()
+
+
+class _Interrupted(Exception):
+    """A unit stopped early because another worker failed."""
+BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
+
+
+def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: list[int] | None, staging, options: ExportOptions,
+               progress: Progress, counter: _Counter, stop: threading.Event) -> list[ShardWriter]:
+    """Stream one unit: a range of a full export (``expected`` None), or the consecutive chunks
+    ``unit, unit + 1, ...`` of an incremental one (``expected``: the rows each must stream, its
+    fingerprint's ``count(*)`` in this snapshot). A reader thread decodes batches while this
+    thread writes parquet. A chunk query's extra columns carry the filters' verdict (rows it
+    rejects are dropped here) and, for several chunks, each row's chunk (``chunks.chunk_sql``);
+    each chunk gets its own shard. Returns the writers, in unit order, with their last row
+    group still to write, for ``_finish``."""
+    cur.adbc_statement.set_options(**{BATCH_HINT_OPTION: str(options.batch_bytes)})
+    cur.execute(sql)
+    reader = cur.fetch_record_batch()
+    q: queue.Queue = queue.Queue(maxsize=options.queue_depth)
+    failure: list[BaseException] = []
+    streamed = np.zeros(len(expected) if expected else 1, dtype=np.int64)
+
+    def split(batch) -> list[tuple[int, object]]:
+        """(chunk offset, rows kept) of one driver batch; counts what it streamed per chunk."""
+        names = batch.schema.names
+        out = conform(batch, plan.schema)
+        where = None
+        if chunking_mod.CHUNK_COLUMN in names:
+            where = batch.column(chunking_mod.CHUNK_COLUMN).to_numpy(zero_copy_only=False)
+            counts = np.bincount(where, minlength=len(streamed))
+            if len(counts) > len(streamed):
+                raise UserError(f"{plan.info.name}: the read of chunks from {unit} streamed rows outside them; "
+                                f"nothing was published, rerun the export.")
+            streamed[:] += counts
+        else:
+            streamed[0] += batch.num_rows
+        if chunking_mod.KEEP_COLUMN in names:
+            keep = batch.column(chunking_mod.KEEP_COLUMN)
+            if keep.null_count or not pc.all(keep).as_py():
+                out = out.filter(keep)
+                if where is not None:
+                    where = where[keep.to_numpy(zero_copy_only=False).astype(bool)]
+        return [(0, out)] if where is None else _by_chunk(out, where)
+
+    def read() -> None:
+        try:
+            for batch in reader:
+                if stop.is_set():
+                    return
+                pieces = split(batch)
+                while not stop.is_set():
+                    try:
+                        q.put(pieces, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # noqa: BLE001
+            failure.append(exc)
+        finally:
+            while True:
+                try:
+                    q.put(_END, timeout=0.2)
+                    return
+                except queue.Full:
+                    if stop.is_set():
+                        try:
+                            q.get_nowait()
+                        except queue.Empty:
+                            pass
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    writers: dict[int, ShardWriter] = {}
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                break
+            for offset, rows in item:
+                if offset not in writers:
+                    writers[offset] = ShardWriter(staging, unit + offset, plan.schema, options.parquet)
+                writers[offset].write(rows)
+                counter.add(rows.num_rows)
+                progress.advance(rows.num_rows, rows.nbytes)
+        t.join()
+        if failure:
+            raise failure[0]
+        if stop.is_set():  # cut short: its counts prove nothing, and its error is not the cause
+            raise _Interrupted()
+        for offset, want in enumerate(expected or ()):
+            if streamed[offset] != want:
+                raise UserError(
+                    f"{plan.info.name}: chunk {unit + offset} streamed {int(streamed[offset])} rows but Postgres counted "
+                    f"{want} in the same snapshot; nothing was published, rerun the export."
+                )
+        return [writers[k] for k in sorted(writers)]
+    except BaseException:
+        stop.set()
+        for w in writers.values():
+            w.abort()
+        t.join(timeout=5)
+        raise
+    finally:
+        try:
+            reader.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _by_chunk(rows: pa.RecordBatch, where: np.ndarray) -> list[tuple[int, pa.RecordBatch]]:
+    """``rows`` split by their chunk offsets ``where``, in order of offset, each keeping the rows'
+    order. Rows in key order (an index scan) make each chunk a zero-copy slice; any other order
+    (a bitmap scan) is filtered per chunk."""
+    if np.all(where[1:] >= where[:-1]):
+        cuts = [0, *(np.flatnonzero(where[1:] != where[:-1]) + 1), len(where)]
+        return [(int(where[a]), rows.slice(a, b - a)) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [(int(c), rows.filter(pa.array(where == c))) for c in np.unique(where)]
+
+
+def _finish(writers: list[ShardWriter]) -> list[FileEntry]:
+    """A unit's shards finished (last row group, footer, sha256), or aborted on failure.
+
+    ``_run_workers`` finishes an incremental chunk's shard in the background, so the server
+    streams the worker's next chunk meanwhile instead of waiting for the encoder, and a range
+    of a full export inline, so a worker never holds a second row group (peak memory of the
+    1M-row benchmark: 400-421 MiB this way, 435-475 MiB with ranges finished in the
+    background too)."""
+    files: list[FileEntry] = []
+    try:
+        for w in writers:
+            files.extend(w.close())
+        return files
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+
+
+def _source_failure(uri: str, exc: BaseException) -> UserError:
+    if isinstance(exc, UserError):
+        return exc
+    msg = str(exc)
+    if "terminating connection" in msg or "server closed the connection" in msg or "Expected PGCOPY signature" in msg or "connection" in msg.lower():
+        ident = src.identity(uri)
+        return SourceError(f"The connection to the database at {ident.host} broke during the export ({msg.splitlines()[0][:200]}); nothing was published, rerun the export.")
+    return UserError(f"The export failed: {src.redact(msg.splitlines()[0] if msg else type(exc).__name__)}; nothing was published, rerun the export.")

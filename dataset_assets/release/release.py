@@ -1,0 +1,39 @@
+"""A release of a snapshot date: push it to the Hub, mark it published (immutable from then on),
+then tell the webhook. The CLI's ``publish`` and the ``hub_release`` asset both run this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dataset_assets.tables import in_table_order
+from dataset_assets.storage.release_state import mark_published
+from dataset_assets.storage.manifest import Manifest
+from dataset_assets.storage.stores.base import Store
+from dataset_assets.release.hub import PublishResult, publish_snapshot
+from dataset_assets.release.notify import notify_webhook
+
+
+def release_snapshot(
+    store: Store,
+    snapshot: str,
+    repo_id: str,
+    *,
+    token: str | None,
+    endpoint: str | None,
+    private: bool,
+    gated: bool | str,
+    webhook_url: str | None,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = print,
+) -> tuple[PublishResult, list[Manifest]]:
+    """The published result and the manifests of the tables it holds (tables.yaml's first).
+    A failing webhook only ``warn``s: the release has happened by then."""
+    result = publish_snapshot(store, snapshot, repo_id, token=token, endpoint=endpoint, private=private,
+                              gated=gated, log=log)
+    mark_published(store, snapshot, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
+                                     "commit": result.commit_sha})
+    pushed = {m.table: m for m in map(Manifest.from_json, result.manifests)}  # what was published, not a re-read
+    manifests = [pushed[t] for t in in_table_order(pushed)]
+    if webhook_url:
+        notify_webhook(webhook_url, result, manifests, log=warn)
+    return result, manifests

@@ -1,0 +1,107 @@
+"""What the catalog says about a table: columns, types, keys, size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dataset_assets.errors import UserError
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    pg_type: str          # as format_type() prints it, e.g. "character varying(80)[]"
+    typname: str          # base type name, e.g. "varchar" (element type for arrays)
+    is_array: bool
+    typmod: int
+    nullable: bool
+    type_kind: str        # pg_type.typtype of the base type: b(ase), e(num), d(omain), ...
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    oid: int
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    block_size: int
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+_COLUMNS_SQL = """
+SELECT a.attname::text,
+       format_type(a.atttypid, a.atttypmod),
+       coalesce(et.typname, t.typname)::text,
+       (et.oid IS NOT NULL),
+       a.atttypmod,
+       NOT a.attnotnull,
+       coalesce(et.typtype, t.typtype)::text
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type et ON t.typcategory = 'A' AND et.oid = t.typelem
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_PK_SQL = """
+SELECT a.attname::text
+FROM pg_index i
+JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = $1 AND i.indisprimary
+ORDER BY k.ord
+"""
+
+
+def list_tables(cur) -> list[str]:
+    cur.execute(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY (current_schemas(false)) ORDER BY 1"
+    )
+    return [r[0] for r in cur.fetchall()]
+
+
+def find_table(cur, name: str) -> int | None:
+    cur.execute(
+        "SELECT c.oid::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND n.nspname = ANY (current_schemas(false)) "
+        "ORDER BY array_position(current_schemas(false), n.nspname::name) LIMIT 1",
+        parameters=(name,),
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row else None
+
+
+def describe(cur, name: str) -> TableInfo:
+    oid = find_table(cur, name)
+    if oid is None:
+        existing = list_tables(cur)
+        listed = ", ".join(existing) if existing else "none"
+        raise UserError(f"Table {name!r} does not exist in the source database; the tables there are: {listed}.")
+    cur.execute(_COLUMNS_SQL, parameters=(oid,))
+    columns = tuple(
+        Column(name=r[0], pg_type=r[1], typname=r[2], is_array=bool(r[3]), typmod=int(r[4]), nullable=bool(r[5]), type_kind=r[6])
+        for r in cur.fetchall()
+    )
+    cur.execute(_PK_SQL, parameters=(oid,))
+    pk = tuple(r[0] for r in cur.fetchall())
+    cur.execute("SELECT current_setting('block_size')::int")
+    block_size = int(cur.fetchone()[0])
+    return TableInfo(name=name, oid=oid, columns=columns, primary_key=pk, block_size=block_size)
+
+
+def relation_pages(cur, oid: int, block_size: int) -> int:
+    """Current number of heap pages (exact, unlike pg_class.relpages)."""
+    cur.execute("SELECT pg_relation_size($1::oid)", parameters=(oid,))
+    return int(cur.fetchone()[0]) // block_size
+
+
+def estimated_rows(cur, oid: int) -> int | None:
+    cur.execute("SELECT reltuples::int8, relpages::int8, pg_relation_size($1::oid) / current_setting('block_size')::int8 FROM pg_class WHERE oid = $1::oid", parameters=(oid,))
+    reltuples, relpages, pages = cur.fetchone()
+    if reltuples is None or reltuples < 0 or not relpages:
+        return None
+    # scale the planner's estimate to the current size, as the planner itself does
+    return int(reltuples / relpages * pages)
