@@ -225,7 +225,7 @@ KEY_FUNCS = [
     ("hashing: sha256 of shards", lambda f, fn: fn == "sha256_file", "cumtime"),
     ("checks: parquet footers re-read", lambda f, fn: fn == "read_metadata", "cumtime"),
     ("planning (catalog, ranges)", lambda f, fn: fn == "plan_table", "cumtime"),
-    ("publish (manifest, move into the store)", lambda f, fn: fn == "publish_dir", "cumtime"),
+    ("publish (manifest, move into the store)", lambda f, fn: fn == "commit_dir", "cumtime"),
     ("connect + join the shared snapshot", lambda f, fn: fn == "join" and f.endswith("pgsnapshot.py"), "cumtime"),
 ]
 

@@ -10,15 +10,15 @@ import json
 import os
 import sys
 
-from dataset_assets.settings import ENV_HF_REPO, ENV_SOURCE, ENV_STORE, ENV_WEBHOOK
+from dataset_assets.settings import ENV_HF_REPO, ENV_SOURCE, ENV_STORE, ENV_WEBHOOK, required_in_production
 from dataset_assets.errors import UserError
 
 
 def _source(args) -> str:
     uri = getattr(args, "source", None) or os.environ.get(ENV_SOURCE)
-    if uri:
+    if required_in_production(ENV_SOURCE, uri, "embedded Postgres"):
         return uri
-    from dataset_assets.local.env import default_source_uri
+    from dataset_assets.local.env import default_source_uri  # local mode only
 
     return default_source_uri()  # the database `make demo` and `make dev` use
 
@@ -77,7 +77,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from dataset_assets.export.run import parse_snapshot_date
+    from dataset_assets.storage.layout import parse_snapshot_date
     from dataset_assets.storage.verify import verify_snapshot
 
     reports = verify_snapshot(_store(args), parse_snapshot_date(args.snapshot), _tables(args.table, []))
@@ -96,7 +96,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from dataset_assets.export.run import parse_snapshot_date
+    from dataset_assets.storage.layout import parse_snapshot_date
     from dataset_assets.release import publish_snapshot
     from dataset_assets.release.notify import load_snippet
     from dataset_assets.release.release import release_snapshot
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: nothing incomplete was published; rerun to finish.", file=sys.stderr)
+        print("interrupted: nothing incomplete was committed; rerun to finish.", file=sys.stderr)
         return 130
 
 

@@ -124,7 +124,7 @@ def write_table_snapshot(store: LocalStore, table: str) -> list[dict]:
         arrow_schema=encode_schema(schema.arrow), source={}, source_snapshot={}, created_at="2026-11-21T00:00:00+00:00",
     )
     (staging / MANIFEST).write_text(manifest.to_json())
-    store.publish_dir(staging, prefix)
+    store.commit_dir(staging, prefix)
     return rows
 
 

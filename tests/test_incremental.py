@@ -247,7 +247,7 @@ def test_a_chunk_read_cut_short_by_another_workers_failure_is_not_a_count_error(
     from dataset_assets.tables import table_config
     from dataset_assets.source import fingerprints as chunks_mod
     from dataset_assets.export import run as ex
-    from dataset_assets.source.snapshot import SharedSnapshot
+    from dataset_assets.source.snapshot import PostgresSnapshot
     from dataset_assets.source.plan import plan_table
     from dataset_assets.export.progress import Progress
     from dataset_assets.errors import UserError
@@ -256,7 +256,7 @@ def test_a_chunk_read_cut_short_by_another_workers_failure_is_not_a_count_error(
     seed(uri, tables=["audio"], rows=500, seed=8)
     stop = threading.Event()
     stop.set()  # another worker has failed
-    with SharedSnapshot(uri) as shared:
+    with PostgresSnapshot(uri) as shared:
         plan = plan_table(shared.cur, table_config("audio"), 1)
         bounds = chunks_mod.choose_boundaries(shared.cur, plan, 100)
         with shared.connection() as (_, cur), pytest.raises(Exception) as raised:

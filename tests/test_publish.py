@@ -10,6 +10,8 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from dataset_assets.errors import UserError, VerificationError
@@ -44,11 +46,13 @@ def write_snapshot(store: LocalStore, date: str, tables: dict[str, list[list[int
             name = f"train-{i:05d}-000.parquet"
             (staging / name).write_bytes(data)
             files.append({"path": name, "rows": len(ids), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-        manifest = {"format": "dataset-assets/manifest/1", "table": table, "snapshot": date,
-                    "row_count": sum(len(s) for s in shards), "files": files,
-                    "root_hash": hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()}
-        (staging / "_manifest.json").write_text(json.dumps(manifest, indent=2))
-        store.publish_dir(staging, prefix)
+        schema = pa.schema([("id", pa.int64())])
+        manifest = Manifest(table=table, snapshot=date, row_count=sum(len(s) for s in shards),
+                            files=[FileEntry(**f) for f in files], schema=[{"name": "id", "type": "int8"}],
+                            arrow_schema=encode_schema(schema), source={}, source_snapshot={},
+                            created_at="2026-01-01T00:00:00+00:00")
+        (staging / "_manifest.json").write_text(manifest.to_json())
+        store.commit_dir(staging, prefix)
         if not success:
             store.delete_prefix(f"{prefix}/_SUCCESS")
     store.put_bytes(f"snapshots/{date}/README.md", readme if readme is not None else card(*tables))

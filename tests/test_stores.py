@@ -124,7 +124,7 @@ def test_staging_dir_is_fresh(store):
 def test_publish_makes_files_visible_with_success(store):
     staging = stage(store, "snap/2026-01-01/t", {"part-0.parquet": b"p0", "sub/part-1.parquet": b"p1" * 100, "_manifest.json": b"{}"})
     assert not store.is_complete("snap/2026-01-01/t")
-    store.publish_dir(staging, "snap/2026-01-01/t")
+    store.commit_dir(staging, "snap/2026-01-01/t")
     assert store.is_complete("snap/2026-01-01/t")
     assert keys(store, "snap/2026-01-01/t") == [
         "snap/2026-01-01/t/_SUCCESS",
@@ -138,18 +138,18 @@ def test_publish_makes_files_visible_with_success(store):
 
 def test_publish_keeps_staged_success_content(store):
     staging = stage(store, "snap/t", {"a": b"a", SUCCESS: b"done\n"})
-    store.publish_dir(staging, "snap/t")
+    store.commit_dir(staging, "snap/t")
     assert store.read_bytes(f"snap/t/{SUCCESS}") == b"done\n"
 
 
 def test_publish_over_complete_prefix_requires_replace(store):
-    store.publish_dir(stage(store, "snap/t", {"old.parquet": b"old", "both.parquet": b"old"}), "snap/t")
+    store.commit_dir(stage(store, "snap/t", {"old.parquet": b"old", "both.parquet": b"old"}), "snap/t")
     staging = stage(store, "snap/t", {"new.parquet": b"new", "both.parquet": b"new"})
     with pytest.raises(SnapshotExists, match="snap/t is already complete"):
-        store.publish_dir(staging, "snap/t")
+        store.commit_dir(staging, "snap/t")
     assert store.read_bytes("snap/t/both.parquet") == b"old"  # untouched
 
-    store.publish_dir(staging, "snap/t", replace=True)
+    store.commit_dir(staging, "snap/t", replace=True)
     assert keys(store, "snap/t") == ["snap/t/_SUCCESS", "snap/t/both.parquet", "snap/t/new.parquet"]
     assert store.read_bytes("snap/t/both.parquet") == b"new"
 
@@ -157,23 +157,23 @@ def test_publish_over_complete_prefix_requires_replace(store):
 def test_publish_clears_leftovers_of_incomplete_prefix(store):
     store.put_bytes("snap/t/stale-part.parquet", b"from an interrupted run")
     store.put_bytes("snap/t/nested/stale", b"x")
-    store.publish_dir(stage(store, "snap/t", {"part.parquet": b"fresh"}), "snap/t")  # no replace needed
+    store.commit_dir(stage(store, "snap/t", {"part.parquet": b"fresh"}), "snap/t")  # no replace needed
     assert keys(store, "snap/t") == ["snap/t/_SUCCESS", "snap/t/part.parquet"]
 
 
 def test_publish_reuse_copies(store):
-    store.publish_dir(stage(store, "snap/d1/t", {"p0.parquet": b"unchanged", "p1.parquet": b"v1"}), "snap/d1/t")
+    store.commit_dir(stage(store, "snap/d1/t", {"p0.parquet": b"unchanged", "p1.parquet": b"v1"}), "snap/d1/t")
     staging = stage(store, "snap/d2/t", {"p1.parquet": b"v2"})
-    store.publish_dir(staging, "snap/d2/t", reuse={"p0.parquet": "snap/d1/t/p0.parquet"})
+    store.commit_dir(staging, "snap/d2/t", reuse={"p0.parquet": "snap/d1/t/p0.parquet"})
     assert keys(store, "snap/d2/t") == ["snap/d2/t/_SUCCESS", "snap/d2/t/p0.parquet", "snap/d2/t/p1.parquet"]
     assert store.read_bytes("snap/d2/t/p0.parquet") == b"unchanged"
     assert store.read_bytes("snap/d1/t/p0.parquet") == b"unchanged"  # the source stays
 
 
 def test_publish_replace_reusing_from_the_same_prefix(store):
-    store.publish_dir(stage(store, "snap/t", {"keep.parquet": b"keep", "drop.parquet": b"drop"}), "snap/t")
+    store.commit_dir(stage(store, "snap/t", {"keep.parquet": b"keep", "drop.parquet": b"drop"}), "snap/t")
     staging = stage(store, "snap/t", {"new.parquet": b"new"})
-    store.publish_dir(staging, "snap/t", reuse={"renamed.parquet": "snap/t/keep.parquet", "keep.parquet": "snap/t/keep.parquet"}, replace=True)
+    store.commit_dir(staging, "snap/t", reuse={"renamed.parquet": "snap/t/keep.parquet", "keep.parquet": "snap/t/keep.parquet"}, replace=True)
     assert keys(store, "snap/t") == ["snap/t/_SUCCESS", "snap/t/keep.parquet", "snap/t/new.parquet", "snap/t/renamed.parquet"]
     assert store.read_bytes("snap/t/renamed.parquet") == b"keep"
     assert keys(store, "") == keys(store, "snap/t")  # no temporary copies left visible
@@ -181,8 +181,8 @@ def test_publish_replace_reusing_from_the_same_prefix(store):
 
 def test_local_stage_reused_links_from_several_folders_and_replaces_stale_files(tmp_path):
     store = LocalStore(tmp_path / "store")
-    store.publish_dir(stage(store, "snap/d1/t", {"a.parquet": b"a1", "b.parquet": b"b1"}), "snap/d1/t")
-    store.publish_dir(stage(store, "snap/d2/t", {"c.parquet": b"c2"}), "snap/d2/t")
+    store.commit_dir(stage(store, "snap/d1/t", {"a.parquet": b"a1", "b.parquet": b"b1"}), "snap/d1/t")
+    store.commit_dir(stage(store, "snap/d2/t", {"c.parquet": b"c2"}), "snap/d2/t")
     staging = stage(store, "snap/d3/t", {"a.parquet": b"stale, from an interrupted run"})
     (staging / "sub").mkdir()
     store.stage_reused(staging, {"a.parquet": "snap/d1/t/a.parquet", "b.parquet": "snap/d1/t/b.parquet",
@@ -235,7 +235,7 @@ def test_s3_multipart_upload_verifies(s3_store, tmp_path):
     staging = stage(store, "snap/big", {"big.parquet": data, "small.parquet": b"s"})
     calls = []
     store.client.meta.events.register("before-send.s3", lambda event_name, **kw: calls.append(event_name.rsplit(".", 1)[-1]))
-    store.publish_dir(staging, "snap/big")
+    store.commit_dir(staging, "snap/big")
     assert calls.count("UploadPart") == 3 and "CreateMultipartUpload" in calls
     assert store.is_complete("snap/big")
     assert store.sha256("snap/big/big.parquet") == hashlib.sha256(data).hexdigest()
@@ -245,7 +245,7 @@ def test_s3_multipart_upload_verifies(s3_store, tmp_path):
     digest = _digest_file(write(tmp_path / "copy-of-big", data), 5 * MiB)
     assert head["ChecksumSHA256"].split("-")[0] == digest.composite_b64 != digest.full_b64
     # the multipart object can be reused, and the copy is verified against it
-    store.publish_dir(stage(store, "snap/big2", {}), "snap/big2", reuse={"big.parquet": "snap/big/big.parquet"})
+    store.commit_dir(stage(store, "snap/big2", {}), "snap/big2", reuse={"big.parquet": "snap/big/big.parquet"})
     assert store.sha256("snap/big2/big.parquet") == hashlib.sha256(data).hexdigest()
 
 
@@ -284,7 +284,7 @@ def test_s3_transient_errors_are_retried(s3_store, tmp_path):
     puts = _fault_injector(store.client, {"PutObject"}, failures=2, status=503, code="SlowDown")
     parts = _fault_injector(store.client, {"UploadPart"}, failures=2)
     staging = stage(store, "snap/t", {"a.parquet": b"a" * 1000, "big.parquet": os.urandom(11 * MiB)})
-    store.publish_dir(staging, "snap/t")
+    store.commit_dir(staging, "snap/t")
     assert store.is_complete("snap/t")
     assert puts["failed"] == 2 and puts["calls"] > 2
     assert parts["failed"] == 2 and parts["calls"] == 3 + 2
@@ -299,14 +299,14 @@ def test_s3_persistent_failure_raises_store_error_without_success(s3_env, s3_sto
     injected = _fault_injector(store.client, {"PutObject"}, failures=None)
     staging = stage(store, "snap/t", {"a.parquet": b"a", "b.parquet": b"b"})
     with pytest.raises(StoreError) as err:
-        store.publish_dir(staging, "snap/t")
+        store.commit_dir(staging, "snap/t")
     message = str(err.value)
     assert "snap/t/" in message and "rerun is safe" in message and "InternalError" in message
     assert injected["calls"] >= 3  # retried
     assert not s3_store.is_complete("snap/t")
     assert not s3_store.exists(f"snap/t/{SUCCESS}")
     # the rerun (the fault is gone) succeeds
-    s3_store.publish_dir(stage(s3_store, "snap/t", {"a.parquet": b"a"}), "snap/t")
+    s3_store.commit_dir(stage(s3_store, "snap/t", {"a.parquet": b"a"}), "snap/t")
     assert s3_store.is_complete("snap/t")
 
 
@@ -314,11 +314,11 @@ def test_s3_failed_replace_leaves_old_snapshot_incomplete(s3_store, monkeypatch,
     from dataset_assets.storage.stores.s3 import S3Store
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
-    s3_store.publish_dir(stage(s3_store, "snap/t", {"a.parquet": b"old"}), "snap/t")
+    s3_store.commit_dir(stage(s3_store, "snap/t", {"a.parquet": b"old"}), "snap/t")
     store = S3Store.from_url(s3_store.url, staging_root=tmp_path / "stg")
     _fault_injector(store.client, {"PutObject"}, failures=None, status=500)
     with pytest.raises(StoreError):
-        store.publish_dir(stage(store, "snap/t", {"a.parquet": b"new"}), "snap/t", replace=True)
+        store.commit_dir(stage(store, "snap/t", {"a.parquet": b"new"}), "snap/t", replace=True)
     assert not s3_store.is_complete("snap/t")
 
 
@@ -330,7 +330,7 @@ def test_s3_missing_bucket(s3_store):
         with pytest.raises(StoreError, match="'no-such-bucket-here' does not exist.*check the bucket name"):
             action()
     with pytest.raises(StoreError, match="no-such-bucket-here"):
-        store.publish_dir(store.staging_dir("snap/t"), "snap/t")
+        store.commit_dir(store.staging_dir("snap/t"), "snap/t")
 
 
 def test_s3_access_denied_and_bad_credentials(s3_store):
@@ -383,7 +383,7 @@ def test_primary_key_report_reads_shards_from_the_store(store, tmp_path):
     for name, ids in shards.items():
         pq.write_table(pa.table({"identifier": pa.array(ids, pa.string())}), tmp_path / name)
         files[name] = (tmp_path / name).read_bytes()
-    store.publish_dir(stage(store, "snap/t", files), "snap/t")
+    store.commit_dir(stage(store, "snap/t", files), "snap/t")
     manifest = SimpleNamespace(files=[FileEntry(path=n, rows=3, bytes=len(b), sha256="") for n, b in files.items()])
     r = primary_key_report(store, "snap/t", manifest, "identifier")
     assert (r.rows, r.nulls, r.duplicates, r.examples, r.ok) == (6, 1, 1, ["k1"], False)
@@ -401,6 +401,6 @@ def test_dagster_snapshot_store_on_s3_resource(s3_env, tmp_path):
     boto3.client("s3").create_bucket(Bucket=bucket)
     store = SnapshotStore(url=f"s3://{bucket}/root", s3=S3Resource(endpoint_url=s3_env)).open()
     assert store.url == f"s3://{bucket}/root"
-    store.publish_dir(stage(store, "snap/t", {"a.parquet": b"x" * 1000}), "snap/t")
+    store.commit_dir(stage(store, "snap/t", {"a.parquet": b"x" * 1000}), "snap/t")
     assert store.is_complete("snap/t") and store.read_bytes("snap/t/a.parquet") == b"x" * 1000
     assert store.sha256("snap/t/a.parquet") == hashlib.sha256(b"x" * 1000).hexdigest()

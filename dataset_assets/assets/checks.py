@@ -7,8 +7,9 @@ import dagster as dg
 from dataset_assets.tables import TableConfig
 from dataset_assets.storage.checks import primary_key_report
 from dataset_assets.release.card.docs import check_documentation
-from dataset_assets.export.run import snapshot_prefix
-from dataset_assets.storage.verify import load_manifest, verify_table
+from dataset_assets.storage.layout import table_prefix
+from dataset_assets.storage.manifest import load_manifest
+from dataset_assets.storage.verify import verify_table
 from dataset_assets.resources import SnapshotStore
 from dataset_assets.assets.failures import user_errors_fail
 
@@ -18,8 +19,8 @@ def build_table_checks(cfg: TableConfig) -> list[dg.AssetChecksDefinition]:
 
     def manifest_for(context, snapshot_store):
         store = snapshot_store.open()
-        prefix = snapshot_prefix(context.partition_key, table)
-        return store, prefix, load_manifest(store, prefix)
+        prefix = table_prefix(context.partition_key, table)
+        return store, prefix, load_manifest(store, prefix, table, context.partition_key)
 
     @dg.asset_check(asset=table, name="rows_match_source", blocking=True,
                     description="Rows in the snapshot equal count(*) in the source at the same Postgres snapshot "

@@ -2,7 +2,7 @@
 
 The data path, top to bottom::
 
-    SharedSnapshot (pg_export_snapshot)          one point in time for everything
+    PostgresSnapshot (pg_export_snapshot)          one point in time for everything
       -> plan_table: schema, filters, ctid ranges
       -> N workers, each its own connection on the shared snapshot:
            reader thread: ADBC binary COPY stream -> batches -> conform(schema)
@@ -10,7 +10,7 @@ The data path, top to bottom::
       -> checks: rows written == rows streamed == count(*) in the same snapshot
          (incremental: per chunk read, against the chunk's fingerprint count)
       -> Manifest (files, sha256, schema, source, timings, root hash)
-      -> Store.publish_dir: shards, _manifest.json, then _SUCCESS last
+      -> Store.commit_dir: shards, _manifest.json, then _SUCCESS last
 """
 
 from __future__ import annotations
@@ -30,31 +30,16 @@ import pyarrow.parquet as pq
 
 from dataset_assets.tables import TableConfig, table_config
 from dataset_assets.errors import SnapshotExists, SourceError, UserError
-from dataset_assets.storage.stores import MANIFEST, Store
+from dataset_assets.storage.stores import Store
 from dataset_assets.source import fingerprints as chunking_mod
 from dataset_assets.source import connect as src
-from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema
-from dataset_assets.source.snapshot import SharedSnapshot
+from dataset_assets.storage.layout import MANIFEST, parse_snapshot_date, snapshot_dates, table_prefix
+from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema, load_manifest
+from dataset_assets.source.snapshot import PostgresSnapshot
 from dataset_assets.source.plan import TablePlan, ctid_preds, plan_table, primary_key, split_pages
 from dataset_assets.export.progress import Progress
 from dataset_assets.source.types import conform
-from dataset_assets.storage.verify import load_manifest
 from dataset_assets.export.shards import ParquetOptions, ShardWriter
-
-
-def snapshot_prefix(snapshot: str, table: str) -> str:
-    return f"snapshots/{snapshot}/{table}"
-
-
-def parse_snapshot_date(value: str) -> str:
-    try:
-        return dt.date.fromisoformat(value).isoformat() if len(value) == 10 else _bad_date(value)
-    except ValueError:
-        return _bad_date(value)
-
-
-def _bad_date(value: str) -> str:
-    raise UserError(f"Snapshot date {value!r} is not a date in the form YYYY-MM-DD (for example {dt.date.today().isoformat()}).")
 
 
 def default_workers() -> int:
@@ -107,10 +92,10 @@ def export_snapshot(
     results: list[TableResult] = []
     todo: list[TableConfig] = []
     for cfg in configs:
-        prefix = snapshot_prefix(snapshot, cfg.name)
+        prefix = table_prefix(snapshot, cfg.name)
         if store.is_complete(prefix) and not options.force:
             if options.skip_existing:
-                manifest = load_manifest(store, prefix)  # a damaged one is a UserError, not a traceback
+                manifest = load_manifest(store, prefix, cfg.name, snapshot)  # a damaged one is a UserError, not a traceback
                 results.append(TableResult(cfg.name, snapshot, prefix, store.url, manifest, skipped=True))
                 log(f"{cfg.name}: snapshot {snapshot} already complete in {store.url}; left as it is")
                 continue
@@ -121,7 +106,7 @@ def export_snapshot(
         todo.append(cfg)
     if not todo:
         return results
-    with SharedSnapshot(source_uri) as shared:
+    with PostgresSnapshot(source_uri) as shared:
         shared.prepare(options.workers)  # the workers' (or the fingerprint scan's) connections, while we plan
         log(f"source snapshot {shared.snapshot_id} (txid snapshot {shared.txid_snapshot}) from {src.redact(source_uri)}")
         plans = [plan_table(shared.cur, cfg, options.workers) for cfg in todo]  # all fail fast before any data moves
@@ -130,10 +115,10 @@ def export_snapshot(
     return results
 
 
-def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store: Store,
+def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store,
                   options: ExportOptions, progress: Progress, log) -> TableResult:
     table = plan.info.name
-    prefix = snapshot_prefix(snapshot, table)
+    prefix = table_prefix(snapshot, table)
     t0 = time.perf_counter()
     incremental = plan.config.incremental if options.incremental is None else options.incremental
     units = [(i, plan.range_sql(lo, hi), None) for i, (lo, hi) in enumerate(plan.ranges)]
@@ -160,17 +145,17 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
         source_rows = counting.result() if counting is not None else None
         written = sum(f.rows for f in files)
         if written != counter.rows:
-            raise UserError(f"{table}: {counter.rows} rows were read but {written} written; the snapshot was not published, rerun the export.")
+            raise UserError(f"{table}: {counter.rows} rows were read but {written} written; nothing was committed to the store, rerun the export.")
         for f in files:  # the parquet footers agree with what we counted
             md = pq.read_metadata(staging / f.path)
             if md.num_rows != f.rows:
-                raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; the snapshot was not published, rerun the export.")
+                raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; nothing was committed to the store, rerun the export.")
         files = sorted(files + reused, key=lambda f: f.path)
         total = sum(f.rows for f in files)
         if source_rows is not None and source_rows != total:
             raise UserError(
                 f"{table}: the source holds {source_rows} rows at the snapshot but {total} were exported; "
-                f"the snapshot was not published, rerun the export."
+                f"nothing was committed to the store, rerun the export."
             )
         if chunking is not None:
             # Not a second count: every chunk read already streamed exactly its count(*) in this
@@ -201,11 +186,11 @@ def _export_table(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store:
         (staging / MANIFEST).write_text(manifest.to_json())
         if staged is not None:
             reuse = staged.result()
-        store.publish_dir(staging, prefix, reuse=reuse, replace=options.force)
+        store.commit_dir(staging, prefix, reuse=reuse, replace=options.force)
         manifest.timings["total_seconds"] = round(time.perf_counter() - t0, 3)
         how = f", {len(reused)} files reused from {chunking.base_snapshot}" if reused else ""
         log(f"{table}: {total:,} rows in {len(files)} files ({manifest.total_bytes / 1e6:.1f} MB{how}) "
-            f"published at {store.url}/{prefix} in {manifest.timings['total_seconds']}s")
+            f"committed to {store.url}/{prefix} in {manifest.timings['total_seconds']}s")
         return TableResult(table, snapshot, prefix, store.url, manifest)
     except BaseException:
         if staged is not None:
@@ -246,15 +231,14 @@ class _Background:
 
 def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str, Manifest] | None:
     """The newest complete snapshot of ``table`` up to ``snapshot`` made with the same basis."""
-    dates = sorted((p.rsplit("/", 1)[-1] for p in store.iter_prefixes("snapshots")), reverse=True)
-    for date in dates:
+    for date in reversed(snapshot_dates(store)):
         if date > snapshot:
             continue
-        prefix = snapshot_prefix(date, table)
+        prefix = table_prefix(date, table)
         if not store.is_complete(prefix):
             continue
         try:
-            m = load_manifest(store, prefix)
+            m = load_manifest(store, prefix, table, date)
         except UserError:
             continue  # a damaged earlier snapshot is no base; an older one may be
         if m.chunking and m.chunking.get("basis") == basis:
@@ -262,7 +246,7 @@ def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str,
     return None
 
 
-def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, store: Store,
+def _plan_incremental(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store,
                       options: ExportOptions, log):
     """Fingerprint the chunks; only changed ones are read, the rest reuse the previous shards."""
     basis = chunking_mod.basis(plan, options.parquet.as_dict())
@@ -286,7 +270,7 @@ def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, st
             if f.chunk not in changed_set:
                 reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=f.chunk,
                                         reused_from=f.reused_from or base_date))
-                reuse[f.path] = f"{snapshot_prefix(base_date, plan.info.name)}/{f.path}"
+                reuse[f.path] = f"{table_prefix(base_date, plan.info.name)}/{f.path}"
     units = [(run[0], chunking_mod.chunk_sql(plan, boundaries, run[0], run[-1]), [chunking_mod.chunk_rows(fps[c]) for c in run])
              for run in chunking_mod.runs([c for c in changed if c in fps])]
     col = chunking_mod.key_column(plan)
@@ -299,7 +283,7 @@ def _plan_incremental(shared: SharedSnapshot, plan: TablePlan, snapshot: str, st
     return chunking, units, reuse, reused
 
 
-def _parallel_fingerprints(shared: SharedSnapshot, plan: TablePlan, boundaries: list[str], workers: int) -> dict[int, str]:
+def _parallel_fingerprints(shared: PostgresSnapshot, plan: TablePlan, boundaries: list[str], workers: int) -> dict[int, str]:
     """One fingerprint scan split over ``workers`` connections by heap range (same snapshot).
     The first range runs on the coordinating connection, which is ready now (a joined one takes
     ~30 ms to open), then the tombstones' fingerprint there. (More, smaller ranges taken from a
@@ -340,7 +324,7 @@ class _Counter:
             self.rows += n
 
 
-def _count_rows(shared: SharedSnapshot, sql: str) -> int:
+def _count_rows(shared: PostgresSnapshot, sql: str) -> int:
     try:
         with shared.connection() as (_, cur):
             cur.execute(sql)
@@ -349,7 +333,7 @@ def _count_rows(shared: SharedSnapshot, sql: str) -> int:
         raise _source_failure(shared.uri, exc) from exc
 
 
-def _run_workers(shared: SharedSnapshot, plan: TablePlan, work: list[tuple[int, str, list[int] | None]], staging,
+def _run_workers(shared: PostgresSnapshot, plan: TablePlan, work: list[tuple[int, str, list[int] | None]], staging,
                  options: ExportOptions, progress: Progress, counter: _Counter) -> list[FileEntry]:
     """Each worker: its own connection on the shared snapshot, taking (unit, sql, rows each
     chunk must stream, or None for a range) from a queue."""
@@ -433,7 +417,7 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: list[int] | 
             counts = np.bincount(where, minlength=len(streamed))
             if len(counts) > len(streamed):
                 raise UserError(f"{plan.info.name}: the read of chunks from {unit} streamed rows outside them; "
-                                f"nothing was published, rerun the export.")
+                                f"nothing was committed to the store, rerun the export.")
             streamed[:] += counts
         else:
             streamed[0] += batch.num_rows
@@ -494,7 +478,7 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: list[int] | 
             if streamed[offset] != want:
                 raise UserError(
                     f"{plan.info.name}: chunk {unit + offset} streamed {int(streamed[offset])} rows but Postgres counted "
-                    f"{want} in the same snapshot; nothing was published, rerun the export."
+                    f"{want} in the same snapshot; nothing was committed to the store, rerun the export."
                 )
         return [writers[k] for k in sorted(writers)]
     except BaseException:
@@ -545,5 +529,5 @@ def _source_failure(uri: str, exc: BaseException) -> UserError:
     msg = str(exc)
     if "terminating connection" in msg or "server closed the connection" in msg or "Expected PGCOPY signature" in msg or "connection" in msg.lower():
         ident = src.identity(uri)
-        return SourceError(f"The connection to the database at {ident.host} broke during the export ({msg.splitlines()[0][:200]}); nothing was published, rerun the export.")
-    return UserError(f"The export failed: {src.redact(msg.splitlines()[0] if msg else type(exc).__name__)}; nothing was published, rerun the export.")
+        return SourceError(f"The connection to the database at {ident.host} broke during the export ({msg.splitlines()[0][:200]}); nothing was committed to the store, rerun the export.")
+    return UserError(f"The export failed: {src.redact(msg.splitlines()[0] if msg else type(exc).__name__)}; nothing was committed to the store, rerun the export.")

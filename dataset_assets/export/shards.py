@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,13 +47,11 @@ def shard_name(unit: int, part: int) -> str:
 class ShardWriter:
     """Writes the batches of one work unit into one or more shards in ``directory``."""
 
-    def __init__(self, directory: Path, unit: int, schema: TableSchema, options: ParquetOptions,
-                 on_file: Callable[[FileEntry], None] | None = None):
+    def __init__(self, directory: Path, unit: int, schema: TableSchema, options: ParquetOptions):
         self.directory = directory
         self.unit = unit
         self.schema = schema
         self.options = options
-        self.on_file = on_file
         self.files: list[FileEntry] = []
         self._part = 0
         self._writer: pq.ParquetWriter | None = None
@@ -111,8 +108,6 @@ class ShardWriter:
         entry = FileEntry(path=path.name, rows=self._rows_in_file, bytes=path.stat().st_size, sha256=sha256_file(path), chunk=self.unit)
         self.files.append(entry)
         self._part += 1
-        if self.on_file:
-            self.on_file(entry)
 
     def close(self) -> list[FileEntry]:
         try:
@@ -133,7 +128,7 @@ class ShardWriter:
 
 def disk_error(exc: OSError, where: Path) -> StoreError:
     if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
-        return StoreError(f"The disk holding {where} is full; free space (or choose another --store) and rerun: nothing was published.")
+        return StoreError(f"The disk holding {where} is full; free space (or choose another --store) and rerun: nothing was committed to the store.")
     if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS) or "Permission denied" in str(exc):
         return StoreError(f"Cannot write to {where} ({exc}); fix its permissions or choose another --store.")
     return StoreError(f"Writing parquet to {where} failed ({exc}); check the disk and rerun.")

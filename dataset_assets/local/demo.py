@@ -73,17 +73,18 @@ def run(image_rows: int, audio_rows: int, snapshot: str | None) -> int:
 
 def summarise(date: str, env: dict, n_checks: int) -> int:
     from dataset_assets.tables import load_tables
-    from dataset_assets.storage.verify import load_manifest
+    from dataset_assets.storage.layout import date_prefix, table_prefix
+    from dataset_assets.storage.manifest import load_manifest
     from dataset_assets.storage.stores import open_store
 
     store = open_store(env["DATASET_ASSETS_STORE_URL"])
-    folder = store.local_path(f"snapshots/{date}")
+    folder = store.local_path(date_prefix(date))
     print()
     print(f"Snapshot {date}: {n_checks} checks passed")
     for t in load_tables():
-        m = load_manifest(store, f"snapshots/{date}/{t}")
+        m = load_manifest(store, table_prefix(date, t), t, date)
         print(f"  {t:<8} {m.row_count:>10,} rows  {len(m.files):>3} files  {m.total_bytes / 1e6:8.1f} MB  root {m.root_hash[:16]}")
-    where = folder if folder is not None else f"{store.url}/snapshots/{date}"  # a remote store has no local folder
+    where = folder if folder is not None else f"{store.url}/{date_prefix(date)}"  # a remote store has no local folder
     print(f"Files:  {where}")
     print(f"Card:   {where}/README.md")
     print()

@@ -36,7 +36,10 @@ from huggingface_hub.utils.sha import git_hash
 
 from dataset_assets import __version__
 from dataset_assets.errors import UserError, VerificationError
+from dataset_assets.storage.layout import MANIFEST
+from dataset_assets.storage.manifest import FileEntry
 from dataset_assets.storage.stores.base import Store
+from dataset_assets.storage.verify import Found, file_problems
 from dataset_assets.release.snapshot import Shard, Snapshot, load_snapshot
 
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
@@ -391,28 +394,21 @@ class _NotFound(UserError):
 
 
 def _mismatches(tree: dict[str, RepoFile], snap: Snapshot) -> list[str]:
-    """How the remote files ``tree`` differ from ``snap`` (empty: the tree holds exactly the snapshot)."""
+    """How the remote files ``tree`` differ from ``snap`` (empty: the tree holds exactly the snapshot).
+    Shards go through the one files-vs-manifest check (sizes, and the sha256 the Hub keeps for
+    LFS/Xet files); the card and manifests are compared byte for byte by their hashes."""
     problems = []
-    for shard in snap.shards:
-        r = tree.get(shard.repo_path)
-        if r is None:
-            problems.append(f"{shard.repo_path} is missing")
-        elif r.size != shard.size:
-            problems.append(f"{shard.repo_path} has {r.size} bytes, the manifest says {shard.size}")
-        elif r.lfs is not None and r.lfs.sha256 != shard.sha256:
-            problems.append(f"{shard.repo_path} has sha256 {r.lfs.sha256[:12]}…, the manifest says {shard.sha256[:12]}…")
-        elif r.lfs is None:
-            problems.append(f"{shard.repo_path} is not stored with LFS, so its sha256 cannot be checked")
+    for t in snap.tables:
+        found = {path.split("/", 1)[1]: Found(r.size, r.lfs.sha256 if r.lfs else "(not stored with LFS)")
+                 for path, r in tree.items() if path.split("/", 1)[0] == t.name and "/" in path}
+        entries = [FileEntry(path=s.repo_path.split("/", 1)[1], rows=s.rows, bytes=s.size, sha256=s.sha256) for s in t.shards]
+        problems += file_problems(entries, found, t.name, allowed_extra=(MANIFEST,))
     for path, data in snap.metadata_files().items():
         r = tree.get(path)
         if r is None:
             problems.append(f"{path} is missing")
         elif (r.lfs.sha256 if r.lfs else r.blob_id) != (_sha256(data) if r.lfs else git_hash(data)):
             problems.append(f"{path} differs from the snapshot's")
-    expected = {s.repo_path for s in snap.shards} | set(snap.metadata_files())
-    tables = {t.name for t in snap.tables}
-    extra = sorted(p for p in tree if p.split("/")[0] in tables and p not in expected)
-    problems += [f"{p} is not part of the snapshot" for p in extra]
     return problems
 
 

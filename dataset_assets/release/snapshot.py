@@ -12,17 +12,13 @@ Only complete tables (with ``_SUCCESS``) and the shards their manifest lists are
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 
-from dataset_assets.release.card import README
-from dataset_assets.export.run import parse_snapshot_date
-from dataset_assets.storage.manifest import FORMAT as MANIFEST_FORMAT
 from dataset_assets.errors import UserError, VerificationError
-from dataset_assets.storage.stores.base import MANIFEST, SUCCESS, Store
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+from dataset_assets.storage.layout import MANIFEST, README, SUCCESS, card_key, date_prefix, leaf, parse_snapshot_date
+from dataset_assets.storage.manifest import parse_manifest
+from dataset_assets.storage.stores.base import Store
+from dataset_assets.storage.verify import file_problems, stored_files
 
 
 @dataclass(frozen=True)
@@ -61,15 +57,11 @@ class Snapshot:
         return files
 
 
-def snapshot_prefix(date: str) -> str:
-    return f"snapshots/{date}"
-
-
 def load_snapshot(store: Store, date: str) -> Snapshot:
     """Read the snapshot ``date`` from ``store``; raise :class:`UserError` if it is not publishable."""
     date = parse_snapshot_date(date)
-    prefix = snapshot_prefix(date)
-    readme_key = f"{prefix}/{README}"
+    prefix = date_prefix(date)
+    readme_key = card_key(date)
     table_prefixes = sorted(store.iter_prefixes(prefix))  # one level; not every object of the snapshot
     if not table_prefixes and not store.exists(readme_key):
         raise UserError(f"There is no snapshot {date} in {store.url}; export it first or pick an existing date.")
@@ -77,7 +69,7 @@ def load_snapshot(store: Store, date: str) -> Snapshot:
         raise UserError(f"Snapshot {date} in {store.url} has no {README} (the dataset card); build the card, then publish.")
     if not table_prefixes:
         raise UserError(f"Snapshot {date} in {store.url} holds no table folders; export at least one table first.")
-    incomplete = [p.rsplit("/", 1)[-1] for p in table_prefixes if not store.is_complete(p)]
+    incomplete = [leaf(p) for p in table_prefixes if not store.is_complete(p)]
     if incomplete:
         raise UserError(
             f"Table folder(s) {', '.join(incomplete)} of snapshot {date} in {store.url} lack {SUCCESS} "
@@ -88,40 +80,18 @@ def load_snapshot(store: Store, date: str) -> Snapshot:
 
 
 def _load_table(store: Store, date: str, table_prefix: str) -> Table:
-    name = table_prefix.rsplit("/", 1)[-1]
+    name = leaf(table_prefix)
     key = f"{table_prefix}/{MANIFEST}"
     try:
         raw = store.read_bytes(key)
-        manifest = json.loads(raw)
     except FileNotFoundError:
         raise VerificationError(f"{key} is missing in {store.url}; rerun the export of table {name}.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VerificationError(f"{key} in {store.url} is not valid JSON ({exc}); rerun the export of table {name}.") from None
-    problem = _manifest_problem(manifest, name, date)
-    if problem:
-        raise VerificationError(f"{key} in {store.url} {problem}; rerun the export of table {name}.")
-    sizes = {o.key: o.size for o in store.list(table_prefix + "/")}
-    shards = []
-    for f in manifest["files"]:
-        shard_key = f"{table_prefix}/{f['path']}"
-        if sizes.get(shard_key) != f["bytes"]:
-            found = "is missing" if shard_key not in sizes else f"has {sizes[shard_key]} bytes, not {f['bytes']}"
-            raise VerificationError(f"{shard_key} in {store.url} {found} as its manifest says; rerun the export of table {name}.")
-        shards.append(Shard(name, f"{name}/{f['path']}", shard_key, f["bytes"], f["sha256"], f.get("rows", 0)))
+    manifest = parse_manifest(raw, f"{key} in {store.url}", name, date)
+    if not manifest.files:
+        raise VerificationError(f"{key} in {store.url} lists no files; rerun the export of table {name}.")
+    problems = file_problems(manifest.files, stored_files(store, table_prefix), table_prefix,
+                             allowed_extra=(MANIFEST, SUCCESS))
+    if problems:
+        raise VerificationError(f"{problems[0]} in {store.url}, against its manifest; rerun the export of table {name}.")
+    shards = [Shard(name, f"{name}/{f.path}", f"{table_prefix}/{f.path}", f.bytes, f.sha256, f.rows) for f in manifest.files]
     return Table(name, raw, tuple(shards))
-
-
-def _manifest_problem(manifest: object, table: str, date: str) -> str | None:
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return f"is not a {MANIFEST_FORMAT} manifest"
-    if manifest.get("table") != table or manifest.get("snapshot") != date:
-        return f"describes table {manifest.get('table')!r} of snapshot {manifest.get('snapshot')!r}"
-    files = manifest.get("files")
-    if not isinstance(files, list) or not files:
-        return "lists no files"
-    for f in files:
-        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and f["path"] and "/" not in f["path"]
-                and not f["path"].startswith((".", "_")) and isinstance(f.get("bytes"), int)
-                and isinstance(f.get("sha256"), str) and _SHA256.fullmatch(f["sha256"])):
-            return f"has a malformed file entry {f!r}"
-    return None

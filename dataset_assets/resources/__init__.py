@@ -12,6 +12,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from dataset_assets.settings import ENV_HF_ENDPOINT, ENV_HF_REPO, ENV_HF_TOKEN, ENV_S3_ENDPOINT, ENV_SOURCE, ENV_STORE, ENV_WEBHOOK, ENV_WORKERS, env_int
+from dataset_assets.settings import required_in_production
 from dataset_assets.export.run import ExportOptions, default_workers
 from dataset_assets.export.shards import MiB, ParquetOptions
 from dataset_assets.errors import UserError
@@ -31,9 +32,9 @@ class SourceDatabase(dg.ConfigurableResource):
     uri: str = ""  # postgresql://user:pass@host:port/db; empty = the embedded Postgres of `make demo`
 
     def resolve_uri(self) -> str:
-        if self.uri:
+        if required_in_production(ENV_SOURCE, self.uri, "embedded Postgres"):
             return self.uri
-        from dataset_assets.local.env import default_source_uri
+        from dataset_assets.local.env import default_source_uri  # local mode only
 
         return default_source_uri()
 

@@ -51,7 +51,7 @@ import dagster as dg
 from dataset_assets.tables import load_tables
 from dataset_assets.settings import env_int
 from dataset_assets.source.signals import ChangeSignal, read_signals
-from dataset_assets.export.run import snapshot_prefix
+from dataset_assets.storage.layout import table_prefix
 from dataset_assets.storage.release_state import is_published
 from dataset_assets.errors import UserError
 from dataset_assets.partitions import snapshots
@@ -267,7 +267,7 @@ def evaluate(context: dg.SensorEvaluationContext, source_db: SourceDatabase, sna
             if not same_day:
                 if store is None:
                     store = snapshot_store.open()
-                if store.is_complete(snapshot_prefix(today, name)):
+                if store.is_complete(table_prefix(today, name)):
                     notes.append(f"{name}: changed ({reason}); today's snapshot exists and same-day updates are off")
                     continue
             attempt, rk = _free_run_key(instance, name, today, h, 1)

@@ -24,7 +24,7 @@ from dataset_assets.source.connect import connect
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$", re.IGNORECASE)
 
 
-class SharedSnapshot:
+class PostgresSnapshot:
     def __init__(self, uri: str):
         self.uri = uri
         self._idle: list = []
@@ -118,7 +118,7 @@ class SharedSnapshot:
         except Exception:  # noqa: BLE001
             pass
 
-    def __enter__(self) -> "SharedSnapshot":
+    def __enter__(self) -> "PostgresSnapshot":
         return self
 
     def __exit__(self, *exc) -> None:

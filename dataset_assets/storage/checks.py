@@ -9,7 +9,6 @@ import polars as pl
 
 from dataset_assets.storage.stores import Store
 from dataset_assets.storage.manifest import Manifest
-from dataset_assets.release.card.profile import open_parquet
 
 
 @dataclass
@@ -25,7 +24,7 @@ class KeyReport:
 
 
 def _read_column(store: Store, key: str, column: str):
-    with open_parquet(store, key) as pf:  # a remote object is spooled: parquet needs to seek
+    with store.open_parquet(key) as pf:  # a remote object is spooled: parquet needs to seek
         return pf.read(columns=[column]).column(column)
 
 

@@ -1,5 +1,6 @@
-"""The manifest of one table's snapshot: every file with rows, bytes and sha256,
-the schema, the source, the timings and one root hash over the files.
+"""The manifest of one table snapshot: every file with rows, bytes and sha256, the schema,
+the source, the timings and one root hash over the files; and its one loader and validator
+(:func:`load_manifest`), which every reader of a stored manifest goes through.
 
 The root hash is sha256 over the lines ``<path>\\t<bytes>\\t<sha256>\\n`` of all
 files sorted by path, so anyone can recompute it from the manifest alone.
@@ -10,10 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pyarrow as pa
+
+from dataset_assets.errors import VerificationError
+from dataset_assets.storage.layout import MANIFEST
 
 FORMAT = "dataset-assets/manifest/1"
 
@@ -58,9 +63,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Manifest":
-        d = json.loads(text)
-        files = [FileEntry(**f) for f in d.pop("files")]
-        return cls(files=files, **d)
+        return parse_manifest(text, "the manifest")
 
     @property
     def total_bytes(self) -> int:
@@ -87,3 +90,52 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(4 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def manifest_problem(d: object, table: str | None = None, date: str | None = None) -> str | None:
+    """What is wrong with a parsed manifest ``d`` (None: nothing), as the end of a sentence
+    that starts with the manifest's key."""
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        return f"is not a {FORMAT} manifest"
+    if (table is not None and d.get("table") != table) or (date is not None and d.get("snapshot") != date):
+        return f"describes table {d.get('table')!r} of snapshot {d.get('snapshot')!r}"
+    files = d.get("files")
+    if not isinstance(files, list):
+        return "has no file list"
+    for f in files:
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and f["path"] and "/" not in f["path"]
+                and not f["path"].startswith((".", "_")) and isinstance(f.get("bytes"), int)
+                and isinstance(f.get("rows"), int) and isinstance(f.get("sha256"), str) and _SHA256.fullmatch(f["sha256"])):
+            return f"has a malformed file entry {f!r}"
+    return None
+
+
+def parse_manifest(raw: bytes | str, where: str, table: str | None = None, date: str | None = None) -> Manifest:
+    """A manifest from its bytes, validated; a damaged one is one sentence naming ``where``."""
+    try:
+        d = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise VerificationError(f"{where} is damaged: it is not valid JSON ({exc}); rerun the export of this table with --force.") from None
+    problem = manifest_problem(d, table, date)
+    if problem is None:
+        try:
+            files = [FileEntry(**f) for f in d.pop("files")]
+            return Manifest(files=files, **d)
+        except TypeError as exc:
+            problem = f"has unexpected fields ({exc})"
+    raise VerificationError(f"{where} is damaged: it {problem}; rerun the export of this table with --force.")
+
+
+def load_manifest(store, prefix: str, table: str | None = None, date: str | None = None) -> Manifest:
+    """The manifest of the table snapshot at ``prefix`` in ``store``, validated (and checked to
+    describe ``table`` of ``date`` when given). Missing or damaged: one sentence."""
+    key = f"{prefix}/{MANIFEST}"
+    try:
+        raw = store.read_bytes(key)
+    except FileNotFoundError:
+        raise VerificationError(f"{prefix} has no {MANIFEST} in {store.url}: it is not a complete table snapshot; "
+                                f"rerun the export.") from None
+    return parse_manifest(raw, f"{key} in {store.url}", table, date)

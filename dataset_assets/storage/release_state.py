@@ -10,13 +10,8 @@ import datetime as dt
 import json
 
 from dataset_assets.errors import UserError
+from dataset_assets.storage.layout import PUBLISHED, published_key  # noqa: F401  (PUBLISHED re-exported)
 from dataset_assets.storage.stores import Store
-
-PUBLISHED = "_PUBLISHED"
-
-
-def published_key(snapshot: str) -> str:
-    return f"snapshots/{snapshot}/{PUBLISHED}"
 
 
 def publication(store: Store, snapshot: str) -> dict | None:

@@ -1,12 +1,62 @@
-"""Re-hash every file of a stored snapshot against its manifest."""
+"""The one check of stored (or pushed) files against their manifest, and ``verify``:
+re-hash every file of a snapshot date.
+
+:func:`file_problems` is used by ``verify`` and the checksum asset check (sizes and
+sha256 of the store's objects), by the release before a push (sizes), and by the Hub
+push after it (sizes and sha256 of the remote files).
+
+Imports only ``errors`` and ``storage``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dataset_assets.errors import UserError
-from dataset_assets.storage.stores import MANIFEST, SUCCESS, Store
-from dataset_assets.storage.manifest import Manifest, root_hash
+from dataset_assets.storage.layout import MANIFEST, SUCCESS, date_tables, table_prefix
+from dataset_assets.storage.manifest import FileEntry, Manifest, load_manifest, root_hash
+from dataset_assets.storage.stores.base import Store
+
+
+@dataclass(frozen=True)
+class Found:
+    """A file as found where it is stored: its size, and its sha256 when known without reading it."""
+
+    size: int
+    sha256: str | None = None
+
+
+def file_problems(files: Iterable[FileEntry], found: Mapping[str, Found], where: str, *,
+                  digest: Callable[[str], str] | None = None, allowed_extra: Iterable[str] = ()) -> list[str]:
+    """How the files ``found`` (name -> :class:`Found`) differ from the manifest's ``files``:
+    missing, another size, another sha256 (known, or computed by ``digest(name)``; neither:
+    not compared), and files the manifest does not list (but ``allowed_extra``). Each
+    problem names ``where/<name>``."""
+    problems = []
+    listed = set()
+    for f in files:
+        listed.add(f.path)
+        key = f"{where}/{f.path}"
+        got = found.get(f.path)
+        if got is None:
+            problems.append(f"{key}: missing")
+            continue
+        if got.size != f.bytes:
+            problems.append(f"{key}: {got.size} bytes, manifest says {f.bytes}")
+            continue
+        sha = got.sha256 if got.sha256 is not None else (digest(f.path) if digest else None)
+        if sha is not None and sha != f.sha256:
+            problems.append(f"{key}: sha256 {sha} differs from the manifest's {f.sha256}")
+    extra = set(found) - listed - set(allowed_extra)
+    problems += [f"{where}/{name}: not listed in the manifest" for name in sorted(extra)]
+    return problems
+
+
+def stored_files(store: Store, prefix: str) -> dict[str, Found]:
+    """The objects directly in ``prefix``, by name."""
+    base = prefix.rstrip("/") + "/"
+    return {o.key[len(base):]: Found(o.size) for o in store.list(base)}
 
 
 @dataclass
@@ -21,55 +71,29 @@ class VerifyReport:
         return not self.problems
 
 
-def snapshot_tables(store: Store, snapshot: str) -> list[str]:
-    return sorted(p.rsplit("/", 1)[-1] for p in store.iter_prefixes(f"snapshots/{snapshot}"))
-
-
-def load_manifest(store: Store, prefix: str) -> Manifest:
-    try:
-        return Manifest.from_json(store.read_bytes(f"{prefix}/{MANIFEST}"))
-    except FileNotFoundError:
-        raise UserError(f"{prefix} has no {MANIFEST} in {store.url}: it is not a complete snapshot; rerun the export.") from None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not a manifest's fields
-        raise UserError(f"{prefix}/{MANIFEST} in {store.url} is damaged ({type(exc).__name__}: {exc}); "
-                        f"rerun the export of this snapshot with --force.") from None
-
-
 def verify_table(store: Store, snapshot: str, table: str) -> VerifyReport:
-    prefix = f"snapshots/{snapshot}/{table}"
+    prefix = table_prefix(snapshot, table)
     report = VerifyReport(table, prefix)
     if not store.is_complete(prefix):
         report.problems.append(f"{prefix}: no {SUCCESS} marker (incomplete snapshot)")
         if not store.exists(f"{prefix}/{MANIFEST}"):
             return report
     try:
-        manifest = load_manifest(store, prefix)
+        manifest: Manifest = load_manifest(store, prefix, table, snapshot)
     except UserError as exc:
         report.problems.append(str(exc))
         return report
     if root_hash(manifest.files) != manifest.root_hash:
         report.problems.append(f"{prefix}/{MANIFEST}: root hash does not match its file list")
-    present = {o.key: o.size for o in store.list(prefix)}
-    for f in manifest.files:
-        key = f"{prefix}/{f.path}"
-        report.files_checked += 1
-        if key not in present:
-            report.problems.append(f"{key}: missing")
-            continue
-        if present[key] != f.bytes:
-            report.problems.append(f"{key}: {present[key]} bytes, manifest says {f.bytes}")
-            continue
-        digest = store.sha256(key)
-        if digest != f.sha256:
-            report.problems.append(f"{key}: sha256 {digest} differs from the manifest's {f.sha256}")
-    listed = {f"{prefix}/{f.path}" for f in manifest.files} | {f"{prefix}/{MANIFEST}", f"{prefix}/{SUCCESS}"}
-    for key in sorted(set(present) - listed):
-        report.problems.append(f"{key}: not listed in the manifest")
+    report.files_checked = len(manifest.files)
+    report.problems += file_problems(manifest.files, stored_files(store, prefix), prefix,
+                                     digest=lambda name: store.sha256(f"{prefix}/{name}"),
+                                     allowed_extra=(MANIFEST, SUCCESS))
     return report
 
 
 def verify_snapshot(store: Store, snapshot: str, tables: list[str] | None = None) -> list[VerifyReport]:
-    found = snapshot_tables(store, snapshot)
+    found = date_tables(store, snapshot)
     if not found:
         raise UserError(f"There is no snapshot {snapshot} in {store.url}; list the dates under snapshots/ or export one first.")
     for t in tables or []:

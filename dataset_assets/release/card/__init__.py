@@ -21,12 +21,10 @@ from dataset_assets.storage.stores import Store
 from dataset_assets.release.card import front_matter as card_meta
 from dataset_assets.release.card import sections as card_sections
 from dataset_assets.release.card.facts import TableFacts, collect_table
-from dataset_assets.export.run import parse_snapshot_date
+from dataset_assets.storage.layout import README, card_key, date_tables, parse_snapshot_date  # noqa: F401  (README, card_key re-exported)
 from dataset_assets.release.card.docs import load_card_template, load_dataset_doc
 from dataset_assets.release.card.profile import Distribution
-from dataset_assets.storage.verify import snapshot_tables
 
-README = "README.md"
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
@@ -40,14 +38,10 @@ class CardResult:
     front_matter: dict = field(default_factory=dict)
 
 
-def card_key(snapshot: str) -> str:
-    return f"snapshots/{snapshot}/{README}"
-
-
 def _tables(store: Store, snapshot: str, tables: list[str] | None) -> list[str]:
     """The tables to describe: those asked for, else every table folder, in tables.yaml order."""
     snapshot = parse_snapshot_date(snapshot)
-    found = snapshot_tables(store, snapshot)
+    found = date_tables(store, snapshot)
     if not found:
         raise UserError(f"There is no snapshot {snapshot} in {store.url}; export it first or pick an existing date.")
     missing = [t for t in tables or [] if t not in found]

@@ -18,7 +18,8 @@ from dataset_assets.storage.stores import SUCCESS, Store
 from dataset_assets.release.card.docs import TableDoc, documentation_problems, load_table_doc
 from dataset_assets.storage.manifest import Manifest
 from dataset_assets.release.card.profile import Distribution, scan_table
-from dataset_assets.storage.verify import load_manifest
+from dataset_assets.storage.layout import table_prefix
+from dataset_assets.storage.manifest import load_manifest
 
 
 @dataclass
@@ -55,13 +56,13 @@ def hub_features(schema: pa.Schema):
 def collect_table(store: Store, snapshot: str, table: str, profile_columns: tuple[str, ...] = (),
                   docs_directory: str | Path | None = None) -> TableFacts:
     """Facts about ``snapshots/<snapshot>/<table>``; raise :class:`UserError` if it is incomplete."""
-    prefix = f"snapshots/{snapshot}/{table}"
+    prefix = table_prefix(snapshot, table)
     if not store.is_complete(prefix):
         raise UserError(
             f"Table {table} of snapshot {snapshot} in {store.url} has no {SUCCESS} marker (an interrupted export); "
             "rerun its export before building the card."
         )
-    manifest = load_manifest(store, prefix)
+    manifest = load_manifest(store, prefix, table, snapshot)
     features = hub_features(manifest.arrow())
     problems: list[str] = []
     names = [c["name"] for c in manifest.schema]

@@ -8,11 +8,8 @@ in place; files of other stores are spooled to a temporary file one at a time
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,22 +35,6 @@ class TableScan:
     distributions: dict[str, Distribution] = field(default_factory=dict)
 
 
-@contextmanager
-def open_parquet(store: Store, key: str) -> Iterator[pq.ParquetFile]:
-    """A :class:`pyarrow.parquet.ParquetFile` for ``key``, local or spooled to a temporary file."""
-    path = store.local_path(key)
-    if path is not None:
-        with pq.ParquetFile(path) as pf:
-            yield pf
-        return
-    with tempfile.TemporaryFile() as tmp:
-        with store.open(key) as src:
-            shutil.copyfileobj(src, tmp, 4 << 20)
-        tmp.seek(0)
-        with pq.ParquetFile(tmp) as pf:
-            yield pf
-
-
 def scan_table(store: Store, prefix: str, files: list[FileEntry], columns: list[str] | tuple[str, ...] = (),
                batch_rows: int = BATCH_ROWS) -> TableScan:
     """Footer schema and row count of every file, and the value counts of ``columns``.
@@ -64,7 +45,7 @@ def scan_table(store: Store, prefix: str, files: list[FileEntry], columns: list[
     scan = TableScan()
     counters: dict[str, Counter] = {c: Counter() for c in columns}
     for f in files:
-        with open_parquet(store, f"{prefix}/{f.path}") as pf:
+        with store.open_parquet(f"{prefix}/{f.path}") as pf:
             schema = pf.schema_arrow
             scan.schemas[f.path] = schema
             scan.file_rows[f.path] = pf.metadata.num_rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset_assets.settings import local_dir
+from dataset_assets.settings import ENV_STORE, local_dir, required_in_production
 from dataset_assets.storage.stores.base import MANIFEST, SUCCESS, Store, StoredObject
 from dataset_assets.storage.stores.local import LocalStore
 
@@ -17,7 +17,7 @@ def default_store_url() -> str:
 
 def open_store(url: str | Path | None = None) -> Store:
     """``file:///path``, a plain path, or ``s3://bucket/prefix``."""
-    if url is None or str(url) == "":
+    if not required_in_production(ENV_STORE, str(url or ""), "store folder"):
         url = default_store_url()
     url = str(url)
     if url.startswith("s3://"):

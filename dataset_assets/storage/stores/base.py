@@ -4,7 +4,7 @@ Keys are '/'-separated paths relative to the store's root, e.g.
 ``snapshots/2026-11-21/image/train-00000-000.parquet``.
 
 A snapshot of one table is built in a *staging* directory on local disk and
-made visible with :meth:`Store.publish_dir`, which guarantees that the
+made visible with :meth:`Store.commit_dir`, which guarantees that the
 ``_SUCCESS`` marker becomes visible last and only after every other file is in
 place and checked. Anything at a prefix without ``_SUCCESS`` is a leftover of
 an interrupted run and may be cleared by the next one.
@@ -13,14 +13,18 @@ an interrupted run and may be cleared by the next one.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-SUCCESS = "_SUCCESS"
-MANIFEST = "_manifest.json"
+import pyarrow.parquet as pq
+
+from dataset_assets.storage.layout import MANIFEST, SUCCESS  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class StoredObject:
 
 
 class Store(ABC):
-    """Narrow object-store interface: put, read, list, copy, atomic publish."""
+    """Narrow object-store interface: put, read, list, copy, atomic commit of a staged folder."""
 
     url: str
 
@@ -70,11 +74,27 @@ class Store(ABC):
                 h.update(block)
         return h.hexdigest()
 
+    @contextmanager
+    def open_parquet(self, key: str) -> Iterator[pq.ParquetFile]:
+        """A :class:`pyarrow.parquet.ParquetFile` for ``key``: a local file in place, any other
+        object spooled to a temporary file first (parquet needs to seek; stores have no ranged reads)."""
+        path = self.local_path(key)
+        if path is not None:
+            with pq.ParquetFile(path) as pf:
+                yield pf
+            return
+        with tempfile.TemporaryFile() as tmp:
+            with self.open(key) as src:
+                shutil.copyfileobj(src, tmp, 4 << 20)
+            tmp.seek(0)
+            with pq.ParquetFile(tmp) as pf:
+                yield pf
+
     def local_path(self, key: str) -> Path | None:
         """The file behind ``key`` if the store is a local directory, else None."""
         return None
 
-    # --- staging and publishing ------------------------------------------------
+    # --- staging and committing ------------------------------------------------
     @abstractmethod
     def staging_dir(self, prefix: str) -> Path:
         """A fresh, empty local directory in which to build the content of ``prefix``.
@@ -83,7 +103,7 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def publish_dir(
+    def commit_dir(
         self,
         staging: Path,
         prefix: str,
@@ -100,10 +120,10 @@ class Store(ABC):
         """
 
     def stage_reused(self, staging: Path, reuse: Mapping[str, str]) -> Mapping[str, str]:
-        """Put objects reused from earlier snapshots into ``staging`` ahead of ``publish_dir``,
+        """Put objects reused from earlier snapshots into ``staging`` ahead of ``commit_dir``,
         where that is cheap for the store (it runs while the export still reads); returns the
-        part of ``reuse`` that ``publish_dir`` must still take care of. By default nothing is
-        staged: server-side copies happen at publish time."""
+        part of ``reuse`` that ``commit_dir`` must still take care of. By default nothing is
+        staged: server-side copies happen at commit time."""
         return reuse
 
     def is_complete(self, prefix: str) -> bool:

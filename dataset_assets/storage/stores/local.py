@@ -132,7 +132,7 @@ class LocalStore(Store):
             _link_all(self._path(folder), staging, pairs)
         return {}
 
-    def publish_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
+    def commit_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
         final = self._path(prefix)
         self.stage_reused(staging, reuse or {})
         # _SUCCESS must be inside the directory when it is renamed into place:
@@ -200,7 +200,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _store_error(exc: OSError, root: Path) -> StoreError:
     if exc.errno == errno.ENOSPC:
-        return StoreError(f"The disk under the store {root} is full; free space or choose another --store, then rerun (nothing was published).")
+        return StoreError(f"The disk under the store {root} is full; free space or choose another --store, then rerun (nothing was committed).")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StoreError(f"The store {root} is not writable ({exc.strerror}); fix its permissions or choose another --store.")
     return StoreError(f"Writing to the store {root} failed: {exc.strerror or exc}; check the disk and rerun.")

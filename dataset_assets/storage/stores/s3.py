@@ -4,12 +4,12 @@ Same key layout and semantics as :class:`~dataset_assets.storage.stores.local.Lo
 store key ``snapshots/2026-11-21/image/x.parquet`` is object
 ``<prefix>/snapshots/2026-11-21/image/x.parquet`` in the bucket.
 
-Publishing cannot be one atomic rename on S3, so :meth:`S3Store.publish_dir`
+Committing cannot be one atomic rename on S3, so :meth:`S3Store.commit_dir`
 orders the steps instead: ``_SUCCESS`` of a replaced snapshot is deleted first,
 then everything else at the prefix, then every file is uploaded (or copied
 server-side) and checked against the local file, and ``_SUCCESS`` is written
 last. A prefix without ``_SUCCESS`` is an interrupted run's leftover and the
-next publish clears it, so rerunning after any failure is safe.
+next commit clears it, so rerunning after any failure is safe.
 
 Every upload is checked after the fact with a HEAD: the size, the full-file
 SHA-256 kept in the object's metadata (``x-amz-meta-sha256``), and S3's own
@@ -455,7 +455,7 @@ class S3Store(Store):
         if problem:
             raise StoreError(f"Copying {src_key} to {dst_key} in {self.url} failed verification ({problem}); the snapshot was not marked complete, so a rerun is safe.")
 
-    # --- staging and publishing --------------------------------------------------
+    # --- staging and committing --------------------------------------------------
     def _staging_path(self, prefix: str) -> Path:
         name = self._key(prefix).replace("/", "__") or "_root"
         return self.staging_root / self.bucket / name
@@ -470,7 +470,7 @@ class S3Store(Store):
             raise StoreError(f"Cannot create the local staging folder {root} ({exc.strerror or exc}); free space or set DATASET_ASSETS_STAGING to a writable folder.") from None
         return root
 
-    def publish_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
+    def commit_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
         staging = Path(staging)
         prefix = prefix.strip("/")
         base = f"{prefix}/" if prefix else ""
@@ -516,7 +516,7 @@ class S3Store(Store):
                     self._delete_keys([success_key])  # first: the old snapshot stops looking complete
                 self.delete_prefix(prefix)  # the replaced snapshot, or an interrupted run's leftovers
 
-                with self._transfer_manager() as uploader, ThreadPoolExecutor(self.max_workers, thread_name_prefix="s3-publish") as pool:
+                with self._transfer_manager() as uploader, ThreadPoolExecutor(self.max_workers, thread_name_prefix="s3-commit") as pool:
                     futures: list[Future] = [pool.submit(self._put_file, uploader, base + name, path) for name, path in files.items()]
                     futures += [pool.submit(self._copy, copier, src, base + name, sources[name]) for name, src in reuse.items()]
                     done, pending = wait(futures, return_when=FIRST_EXCEPTION)
