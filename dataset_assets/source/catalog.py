@@ -11,11 +11,11 @@ from dataset_assets.errors import UserError
 class Column:
     name: str
     pg_type: str          # as format_type() prints it, e.g. "character varying(80)[]"
-    typname: str          # base type name, e.g. "varchar" (element type for arrays)
+    typname: str          # base type name, e.g. "varchar" (element type for arrays; domains resolved)
     is_array: bool
-    typmod: int
+    typmod: int           # of the base type (element type for arrays; a domain's own typmod)
     nullable: bool
-    type_kind: str        # pg_type.typtype of the base type: b(ase), e(num), d(omain), ...
+    type_kind: str        # pg_type.typtype of the base type: b(ase), e(num), c(omposite), r(ange), ...
 
 
 @dataclass(frozen=True)
@@ -30,17 +30,35 @@ class TableInfo:
         return next((c for c in self.columns if c.name == name), None)
 
 
+# Domains are resolved to their base type (through domains over domains, as
+# getBaseTypeAndTypmod() does: each domain's typmod replaces the one before), then an array
+# to its element, and a domain element to its base type again; format_type() keeps the
+# declared type's name for messages and the documentation check.
 _COLUMNS_SQL = """
 SELECT a.attname::text,
        format_type(a.atttypid, a.atttypmod),
        coalesce(et.typname, t.typname)::text,
        (et.oid IS NOT NULL),
-       a.atttypmod,
+       coalesce(eb.typmod, b.typmod),
        NOT a.attnotnull,
        coalesce(et.typtype, t.typtype)::text
 FROM pg_attribute a
-JOIN pg_type t ON t.oid = a.atttypid
-LEFT JOIN pg_type et ON t.typcategory = 'A' AND et.oid = t.typelem
+CROSS JOIN LATERAL (
+    WITH RECURSIVE d(oid, typmod, depth) AS (
+        SELECT a.atttypid, a.atttypmod, 0
+        UNION ALL
+        SELECT dt.typbasetype, dt.typtypmod, d.depth + 1 FROM d JOIN pg_type dt ON dt.oid = d.oid AND dt.typtype = 'd'
+    ) SELECT oid, typmod FROM d ORDER BY depth DESC LIMIT 1
+) b
+JOIN pg_type t ON t.oid = b.oid
+LEFT JOIN LATERAL (
+    WITH RECURSIVE d(oid, typmod, depth) AS (
+        SELECT t.typelem, b.typmod, 0 WHERE t.typcategory = 'A' AND t.typelem <> 0
+        UNION ALL
+        SELECT dt.typbasetype, dt.typtypmod, d.depth + 1 FROM d JOIN pg_type dt ON dt.oid = d.oid AND dt.typtype = 'd'
+    ) SELECT oid, typmod FROM d ORDER BY depth DESC LIMIT 1
+) eb ON true
+LEFT JOIN pg_type et ON et.oid = eb.oid
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from dataset_assets.tables import TableConfig
 from dataset_assets.errors import UserError
 from dataset_assets.source import catalog
-from dataset_assets.source.types import TableSchema, table_schema
+from dataset_assets.source.types import TableSchema, check_array_shapes, table_schema
 from dataset_assets.source.connect import quote_ident
 
 
@@ -79,10 +79,19 @@ def primary_key(cfg: TableConfig, info: catalog.TableInfo) -> str:
     raise UserError(f"Table {info.name} has no single-column primary key {cfg.primary_key!r}; set primary_key in the table configuration.")
 
 
+def _row_key(cfg: TableConfig, info: catalog.TableInfo) -> str | None:
+    """The column that names a row in messages about its values, if the table has one."""
+    try:
+        return primary_key(cfg, info)
+    except UserError:
+        return None
+
+
 def plan_table(cur, cfg: TableConfig, workers: int) -> TablePlan:
     info = catalog.describe(cur, cfg.name)
-    schema = table_schema(info, cfg.columns)
+    schema = table_schema(info, cfg.columns, key=_row_key(cfg, info))
     filters, desc = build_filters(cfg, info, cur)
+    check_array_shapes(cur, schema, filters)  # before any data moves (types.py)
     pages = catalog.relation_pages(cur, info.oid, info.block_size)
     est = catalog.estimated_rows(cur, info.oid)
     return TablePlan(cfg, info, schema, filters, desc, pages, est, split_pages(pages, 2 * max(1, workers)))
