@@ -1,20 +1,40 @@
-# The README's commands. Everything the project needs is installed from here.
+# The README's commands. Everything the project needs is installed from here: uv (a pinned
+# version, bootstrapped with the machine's pip into .tools/) installs exactly the versions in
+# uv.lock into .venv, plus the project in editable mode.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+UV_VERSION := 0.13.9
+UV_DIR := .tools/uv-$(UV_VERSION)
+UV     := $(UV_DIR)/bin/uv
+# never download a Python: use $(PYTHON)
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 DEMO_ROWS_IMAGE ?= 100000
 DEMO_ROWS_AUDIO ?= 20000
 
-.PHONY: install demo dev test bench clean
+.PHONY: install lock lint demo dev test test-unit test-integration test-e2e test-fast bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[test,bench]"
+# pip --target needs no venv; where there is no pip, a small venv brings one
+$(UV):
+	$(PYTHON) -m pip install -q --disable-pip-version-check --target $(UV_DIR) uv==$(UV_VERSION) \
+	  || { $(PYTHON) -m venv $(UV_DIR)/venv && $(UV_DIR)/venv/bin/pip install -q uv==$(UV_VERSION) \
+	       && mkdir -p $(UV_DIR)/bin && ln -sf ../venv/bin/uv $(UV); }
+
+# --locked: uv.lock must match pyproject.toml (else: make lock, and commit uv.lock)
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV_ENV) $(UV) sync --locked --extra test --extra bench --python $(PYTHON)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# after a change of the dependencies in pyproject.toml; `$(UV) lock --upgrade-package NAME` moves one
+lock: | $(UV)
+	$(UV_ENV) $(UV) lock --python $(PYTHON)
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 demo: install
 	$(PY) -m dataset_assets.local.demo --image-rows $(DEMO_ROWS_IMAGE) --audio-rows $(DEMO_ROWS_AUDIO)
@@ -22,8 +42,21 @@ demo: install
 dev: install
 	$(PY) -m dataset_assets.local.dev
 
-test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+# everything (CI): the lint, then the three tiers
+test: lint
+	$(PYTEST)
+
+test-unit: install
+	$(PYTEST) tests/unit
+
+test-integration: install
+	$(PYTEST) tests/integration
+
+test-e2e: install
+	$(PYTEST) tests/e2e
+
+test-fast: install
+	$(PYTEST) tests/unit tests/integration
 
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -234,7 +234,7 @@ def digest(stats: pstats.Stats) -> list[tuple[str, float]]:
     out = []
     for label, pred, field in KEY_FUNCS:
         total = 0.0
-        for (f, _line, fn), (cc, nc, tt, ct, _callers) in stats.stats.items():
+        for (f, _line, fn), (_cc, _nc, tt, ct, _callers) in stats.stats.items():
             if pred(f, fn):
                 total += tt if field == "tottime" else ct
         out.append((label, total))

@@ -1,5 +1,8 @@
 """Shared fixtures: a real Postgres (embedded, or DATASET_ASSETS_TEST_PG_URI),
-seeded once per session; fresh stores; the S3 and Hub servers on loopback."""
+seeded once per session; fresh stores; the S3 and Hub servers on loopback.
+
+The tests are in three tiers by folder (``tiers.py``): every test gets its tier's marker
+here, and a unit test that asks for a server fixture is refused."""
 
 from __future__ import annotations
 
@@ -11,9 +14,29 @@ import pytest
 
 from conftest_hub import *  # noqa: F401,F403  (hub_server fixture)
 from conftest_s3 import *  # noqa: F401,F403   (moto_server, s3_store fixtures)
+from tiers import server_fixtures, tier_of, tier_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_ROWS = {"image": 3000, "audio": 1500}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test gets the marker of its folder's tier; a test in no tier, or a unit test asking for a
+    server fixture, stops the run before anything starts."""
+    problems = tier_problems(items)
+    if problems:
+        raise pytest.UsageError("tests in the wrong tier (tests/tiers.py):\n  " + "\n  ".join(problems))
+    for item in items:
+        item.add_marker(tier_of(item.path))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_server(request):
+    """A unit test that asks for a server fixture at run time (``request.getfixturevalue``) fails."""
+    yield
+    if tier_of(request.node.path) == "unit" and (servers := server_fixtures(request.fixturenames)):
+        pytest.fail(f"a unit test starts no server, but this one asked for {', '.join(servers)}; "
+                    "move it to tests/integration", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import dagster as dg
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from dataset_assets.resources import ExportSettings, HubResource, SnapshotStore, SourceDatabase
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RELEASE = "hub_release"
 

@@ -1,5 +1,5 @@
-"""End to end: a partition on an instance whose storage is Postgres
-(dagster-postgres), and `dagster dev` driven headless through GraphQL."""
+"""End to end: `dagster dev` driven headless through GraphQL (a partition on Postgres
+instance storage, in process: tests/integration/test_instance_storage.py)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,9 @@ import time
 
 import dagster as dg
 
-from platform_helpers import ROOT, dagster_process, materialize
+from platform_helpers import ROOT, dagster_process
 
 DATE = "2026-11-19"
-
-
-def test_partition_on_postgres_instance_storage(fresh_db, seeded_uri, tmp_path):
-    from dataset_assets import definitions
-
-    storage_uri = fresh_db("dagster")
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(f"storage:\n  postgres:\n    postgres_url: {storage_uri}\ntelemetry:\n  enabled: false\n")
-    with dg.instance_for_test(temp_dir=str(home), overrides={"storage": {"postgres": {"postgres_url": storage_uri}}}) as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        result = materialize(definitions, instance, DATE, seeded_uri, tmp_path / "store",
-                             selection=dg.AssetSelection.assets("audio").without_checks())
-        assert result.success
-        ev = instance.get_latest_materialization_event(dg.AssetKey("audio"))
-        assert ev is not None and ev.dagster_event.partition == DATE
-    import psycopg
-
-    with psycopg.connect(storage_uri) as c:
-        assert c.execute("SELECT count(*) FROM runs").fetchone()[0] >= 1
 
 
 def _free_port() -> int:
@@ -62,7 +42,7 @@ def test_dagster_dev_launches_a_partition_over_graphql(seeded_uri, tmp_path):
             try:
                 run_id = client.submit_job_execution(
                     "__ASSET_JOB", repository_location_name="dataset_assets", repository_name="__repository__",
-                    asset_selection=[["audio"]], tags={"dagster/partition": DATE},
+                    asset_selection=[["image"], ["audio"]], tags={"dagster/partition": DATE},
                 )
             except Exception as exc:  # noqa: BLE001 - webserver (or code location) still starting
                 last_error = exc

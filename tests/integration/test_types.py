@@ -77,7 +77,7 @@ def test_infinite_timestamps_and_dates_are_refused_naming_the_row(make_table, st
     uri = make_table(
         "inf",
         f"CREATE TABLE inf (id int8 PRIMARY KEY, {column} {typ})",
-        f"INSERT INTO inf SELECT g, '2020-01-02' FROM generate_series(1, 3000) g",
+        "INSERT INTO inf SELECT g, '2020-01-02' FROM generate_series(1, 3000) g",
         f"UPDATE inf SET {column} = '{value}' WHERE id = 2345",
     )
     msg = assert_refused(uri, "inf", store, rf"inf\.{column}\b.*'{value}'.*id = 2345", incremental)
