@@ -13,6 +13,8 @@ import sys
 from dataset_assets.settings import ENV_HF_REPO, ENV_SOURCE, ENV_STORE, ENV_WEBHOOK, required_in_production
 from dataset_assets.errors import UserError
 
+DESTROY_FLAG = "--replace-tables-destroying-data"  # dataset_assets.local.seed.DESTROY_FLAG names it in its refusal
+
 
 def _source(args) -> str:
     uri = getattr(args, "source", None) or os.environ.get(ENV_SOURCE)
@@ -37,13 +39,17 @@ def _tables(values: list[str] | None, default: list[str]) -> list[str]:
 
 
 def cmd_seed(args) -> int:
+    """Seeds the embedded demo database (no --source and no DATASET_ASSETS_SOURCE_URI), or a
+    database seed made before; any other only with --replace-tables-destroying-data."""
     from dataset_assets.tables import load_tables
     from dataset_assets.local.seed import seed
 
+    named = bool(getattr(args, "source", None) or os.environ.get(ENV_SOURCE))
     uri = _source(args)
     tables = _tables(args.tables, list(load_tables()))
     rows: int | dict = args.rows
-    counts = seed(uri, tables=tables, rows=rows, seed=args.seed, replace=True)
+    counts = seed(uri, tables=tables, rows=rows, seed=args.seed, replace=True,
+                  only_seeded_database=named and not args.replace_tables_destroying_data)
     for t, n in counts.items():
         print(f"seeded {t}: {n:,} rows", file=sys.stderr)
     print(uri)
@@ -55,8 +61,12 @@ def cmd_export(args) -> int:
     from dataset_assets.export.run import ExportOptions, default_workers, export_snapshot
     from dataset_assets.export.progress import TerminalProgress
     from dataset_assets.export.shards import MiB, ParquetOptions
+    from dataset_assets.storage.layout import parse_snapshot_date
+    from dataset_assets.storage.release_state import ensure_draft
 
     tables = _tables(args.table, list(load_tables()))
+    store = _store(args)
+    ensure_draft(store, parse_snapshot_date(args.snapshot))  # a published date is never rewritten, --force or not
     options = ExportOptions(
         workers=args.workers if args.workers is not None else default_workers(),
         parquet=ParquetOptions(shard_bytes=int(args.shard_mib * MiB), compression_level=args.zstd_level),
@@ -64,7 +74,7 @@ def cmd_export(args) -> int:
         skip_existing=args.skip_existing,
         incremental=False if args.full else None,
     )
-    results = export_snapshot(_source(args), tables, args.snapshot, _store(args), options,
+    results = export_snapshot(_source(args), tables, args.snapshot, store, options,
                               progress=TerminalProgress(), log=lambda m: print(m, file=sys.stderr))
     summary = [
         {"table": r.table, "snapshot": r.snapshot, "rows": r.rows, "files": len(r.manifest.files),
@@ -117,6 +127,7 @@ def cmd_publish(args) -> int:
     print(f"commit {result.commit_sha}")
     print(f"tag    {result.tag}")
     print(f"url    {result.repo_url}/tree/{result.tag}")
+    print(f"upload {result.upload_summary()}")
     for m in manifests:
         print(f"load   {load_snippet(result.repo_id, result.tag, m.table)}")
     return 0
@@ -132,10 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     def store_arg(sp):
         sp.add_argument("--store", help=f"folder, file:///path or s3://bucket/prefix (default: ${ENV_STORE}, else .local/store)")
 
-    sp = sub.add_parser("seed", help="create the media tables and fill them with realistic sample rows")
+    sp = sub.add_parser("seed", help="create the media tables and fill them with realistic sample rows "
+                                     "(the embedded demo database, or one seed made before)")
     sp.add_argument("--rows", type=int, default=100_000, help="rows per table (default 100000)")
     sp.add_argument("--tables", action="append", help="comma-separated tables (default: all configured)")
     sp.add_argument("--seed", type=int, default=42, help="seed value; the same value gives the same rows")
+    sp.add_argument(DESTROY_FLAG, dest="replace_tables_destroying_data", action="store_true",
+                    help="also seed a database that seed did not make (given by --source or $DATASET_ASSETS_SOURCE_URI): "
+                         "its tables of these names and their deleted_ tables are DROPPED and recreated")
     source_arg(sp)
     sp.set_defaults(func=cmd_seed)
 

@@ -28,6 +28,7 @@ class TableConfig:
     profile_columns: tuple[str, ...] = field(default_factory=tuple)
     incremental: bool = True       # reuse unchanged chunks of the previous snapshot
     chunk_rows: int = 1_000        # rows per chunk (and so per shard) in incremental mode (bench/README.md)
+    preview: bool = True           # show the first rows in the Dagster UI (false: no row leaves the store for the UI)
 
 
 def read_yaml(path: Path):
@@ -87,6 +88,7 @@ _SETTINGS = {
     "profile_columns": ("a list of column names", lambda v: v is None or _names(v)),
     "incremental": ("true or false", lambda v: isinstance(v, bool)),
     "chunk_rows": ("a whole number of at least 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    "preview": ("true or false", lambda v: isinstance(v, bool)),
 }
 
 

@@ -7,6 +7,8 @@ import pyarrow.parquet as pq
 from dataset_assets.release.card.docs import load_table_doc
 from dataset_assets.export.run import TableResult
 from dataset_assets.errors import UserError
+from dataset_assets.source.connect import redact
+from dataset_assets.tables import load_tables
 from dataset_assets.storage.stores import MANIFEST, Store
 
 PREVIEW_ROWS = 5
@@ -31,7 +33,7 @@ def column_schema(table: str, schema: list[dict]) -> dg.TableSchema:
 
 def _location(store: Store, key: str) -> dg.MetadataValue:
     local = store.local_path(key)
-    return dg.MetadataValue.path(str(local)) if local is not None else dg.MetadataValue.url(f"{store.url.rstrip('/')}/{key}")
+    return dg.MetadataValue.path(str(local)) if local is not None else dg.MetadataValue.url(store.location(key))
 
 
 def preview(store: Store, result: TableResult) -> str:
@@ -55,6 +57,21 @@ def preview(store: Store, result: TableResult) -> str:
     return "\n".join(lines)
 
 
+def source_description(source: dict) -> dict:
+    """The manifest's source as the UI shows it: host, port and database; no user, no password."""
+    return {k: redact(str(source[k])) if isinstance(source.get(k), str) else source.get(k)
+            for k in ("host", "port", "database") if k in (source or {})}
+
+
+def preview_enabled(table: str) -> bool:
+    """``preview`` of the table in tables.yaml (true when the table is not configured)."""
+    try:
+        config = load_tables().get(table)
+    except UserError:
+        return True
+    return True if config is None else config.preview
+
+
 def table_metadata(store: Store, result: TableResult) -> dict:
     m = result.manifest
     t = m.timings
@@ -70,11 +87,12 @@ def table_metadata(store: Store, result: TableResult) -> dict:
         "mb_per_second": round(m.total_bytes / 1e6 / seconds, 1) if seconds else 0,
         "manifest": _location(store, f"{result.prefix}/{MANIFEST}"),
         "root_hash": m.root_hash,
-        "source": dg.MetadataValue.json(m.source),
+        "source": dg.MetadataValue.json(source_description(m.source)),
         "source_snapshot": m.source_snapshot.get("txid_snapshot", ""),
         "rows_exported": t.get("rows_exported", m.row_count),
         "rows_reused": t.get("rows_reused", 0),
         "files_reused": sum(1 for f in m.files if f.reused_from),
         "changed_chunks": (m.chunking or {}).get("changed_chunks", -1),
-        "preview": dg.MetadataValue.md(preview(store, result)),
+        "preview": dg.MetadataValue.md(preview(store, result) if preview_enabled(result.table)
+                                       else f"(off: preview: false for {result.table} in tables.yaml)"),
     }

@@ -34,7 +34,9 @@ from dataset_assets.storage.stores import Store
 from dataset_assets.source import fingerprints as chunking_mod
 from dataset_assets.source import connect as src
 from dataset_assets.storage.layout import MANIFEST, parse_snapshot_date, snapshot_dates, table_prefix
+from dataset_assets.storage.release_state import ensure_draft
 from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema, load_manifest
+from dataset_assets.source.signals import read_signals
 from dataset_assets.source.snapshot import PostgresSnapshot
 from dataset_assets.source.plan import TablePlan, ctid_preds, plan_table, primary_key, split_pages
 from dataset_assets.export.progress import Progress
@@ -86,6 +88,7 @@ def export_snapshot(
     options = options or ExportOptions()
     progress = progress or Progress()
     snapshot = parse_snapshot_date(snapshot)
+    ensure_draft(store, snapshot)  # a released date (or one under a push) is never rewritten
     if options.workers < 1:
         raise UserError(f"--workers must be at least 1, not {options.workers}.")
     configs = [table_config(t) for t in dict.fromkeys(tables)]
@@ -106,17 +109,27 @@ def export_snapshot(
         todo.append(cfg)
     if not todo:
         return results
-    with PostgresSnapshot(source_uri) as shared:
-        shared.prepare(options.workers)  # the workers' (or the fingerprint scan's) connections, while we plan
+    # Every table read (and its tombstone table) is locked before the Postgres snapshot is
+    # exported, so no TRUNCATE or rewrite can land between the snapshot and the reads; a table
+    # locked elsewhere is waited for (DATASET_ASSETS_LOCK_TIMEOUT_MS), then one sentence.
+    # The change signals are read once the locks are held and before the Postgres snapshot is
+    # taken, so the data holds at least what the signal saw: a sensor that starts on this store
+    # adopts it as its baseline (never a change missed, at most one snapshot too many).
+    tables_read = [name for cfg in todo for name in (cfg.name, cfg.tombstone_table if cfg.exclude_tombstoned else None) if name]
+    signals: dict = {}
+    with PostgresSnapshot(source_uri, tables_read, before_snapshot=lambda: signals.update(read_signals(source_uri, todo))) as shared:
+        # the workers' (or the fingerprint scan's) connections and the count's, while we plan
+        shared.prepare(options.workers + (1 if options.check_count else 0))
         log(f"source snapshot {shared.snapshot_id} (txid snapshot {shared.txid_snapshot}) from {src.redact(source_uri)}")
-        plans = [plan_table(shared.cur, cfg, options.workers) for cfg in todo]  # all fail fast before any data moves
+        plans = [plan_table(shared.cur, cfg, options.workers, shared.cluster) for cfg in todo]  # all fail fast before any data moves
         for plan in plans:
-            results.append(_export_table(shared, plan, snapshot, store, options, progress, log))
+            results.append(_export_table(shared, plan, snapshot, store, options, progress, log,
+                                         signals.get(plan.config.name)))
     return results
 
 
 def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store,
-                  options: ExportOptions, progress: Progress, log) -> TableResult:
+                  options: ExportOptions, progress: Progress, log, signal=None) -> TableResult:
     table = plan.info.name
     prefix = table_prefix(snapshot, table)
     t0 = time.perf_counter()
@@ -126,23 +139,25 @@ def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, stor
     reused: list[FileEntry] = []
     chunking = None
     expected_rows = plan.estimated_rows
-    count_sql = plan.count_sql() if options.check_count else None
-    if incremental:
-        chunking, units, reuse, reused = _plan_incremental(shared, plan, snapshot, store, options, log)
-        expected_rows = sum(sum(rows) for _, _, rows in units)
-        count_sql = None  # each chunk read is checked against its fingerprint's count(*) instead
+    # In every mode the rows published must equal count(*) with the same filters in the same
+    # Postgres snapshot, counted by a query of its own on a connection of its own (an
+    # incremental snapshot checks each chunk read against its fingerprint's count as well).
+    counting = _Background(_count_rows, shared, plan.count_sql()) if options.check_count else None
+    staged = None
     staging = store.staging_dir(prefix)
-    staged = _Background(store.stage_reused, staging, reuse) if reuse else None  # while the workers read
     try:
+        if incremental:
+            chunking, units, reuse, reused = _plan_incremental(shared, plan, snapshot, store, options, log)
+            expected_rows = sum(sum(rows) for _, _, rows in units)
+        staged = _Background(store.stage_reused, staging, reuse) if reuse else None  # while the workers read
         counter = _Counter()
-        counting = _Background(_count_rows, shared, count_sql) if count_sql is not None else None
         progress.start(f"{table} {snapshot}", expected_rows)
         try:
             files = _run_workers(shared, plan, units, staging, options, progress, counter)
         finally:
             progress.finish()
         t_copy = time.perf_counter() - t0
-        source_rows = counting.result() if counting is not None else None
+        source_rows, count_seconds = counting.result() if counting is not None else (None, None)
         written = sum(f.rows for f in files)
         if written != counter.rows:
             raise UserError(f"{table}: {counter.rows} rows were read but {written} written; nothing was committed to the store, rerun the export.")
@@ -153,17 +168,17 @@ def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, stor
         files = sorted(files + reused, key=lambda f: f.path)
         total = sum(f.rows for f in files)
         if source_rows is not None and source_rows != total:
+            again = (f"rerun the export with --full, which reads every row instead of reusing {len(reused)} files of "
+                     f"{chunking.base_snapshot}" if reused else "rerun the export")
             raise UserError(
                 f"{table}: the source holds {source_rows} rows at the snapshot but {total} were exported; "
-                f"nothing was committed to the store, rerun the export."
+                f"nothing was committed to the store, {again}."
             )
-        if chunking is not None:
-            # Not a second count: every chunk read already streamed exactly its count(*) in this
-            # snapshot (_copy_unit), and an unchanged chunk is the base snapshot's file, checked
-            # the same way when it was written. What was verified is recorded as such.
-            counted, how = total, "rows streamed per chunk read = its count(*)"
-        else:
-            counted, how = source_rows, "rows = count(*) of the table" if source_rows is not None else None
+        counted, how = source_rows, None
+        if source_rows is not None:
+            how = "rows = count(*) with the export's filters, a separate query on the same Postgres snapshot"
+            if chunking is not None:
+                how += "; and rows streamed per chunk read = its fingerprint's count(*)"
         manifest = Manifest(
             table=table,
             snapshot=snapshot,
@@ -177,11 +192,13 @@ def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, stor
             timings={"copy_seconds": round(t_copy, 3), "workers": options.workers, "units": len(units),
                      "rows_exported": written, "rows_reused": total - written,
                      "rows_per_second": round(written / t_copy) if t_copy else None,
-                     "source_rows_counted": counted, "count_check": how},
+                     "source_rows_counted": counted, "count_check": how, "count_seconds": count_seconds},
             parquet=options.parquet.as_dict(),
             filters=plan.filter_description,
             primary_key=primary_key(plan.config, plan.info),
             chunking=chunking.as_dict() if chunking else None,
+            change_signal=signal.as_dict() if signal is not None else None,
+            source_identity=plan.identity,
         )
         (staging / MANIFEST).write_text(manifest.to_json())
         if staged is not None:
@@ -195,6 +212,8 @@ def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, stor
     except BaseException:
         if staged is not None:
             staged.wait()  # its links land in staging, which goes now
+        if counting is not None:
+            counting.wait()  # its connection goes back to the pool (or is closed) before the snapshot closes
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
@@ -248,15 +267,33 @@ def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str,
 
 def _plan_incremental(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store,
                       options: ExportOptions, log):
-    """Fingerprint the chunks; only changed ones are read, the rest reuse the previous shards."""
+    """Fingerprint the chunks; only changed ones are read, the rest reuse the previous shards.
+
+    The previous snapshot with the same basis is a base only if it was read from the same
+    source (``fingerprints.reuse_blocker``: cluster, timeline, database, relation files,
+    column identity); otherwise every chunk is read again, keeping its boundaries if they are
+    values of the key (checked in Postgres, never spliced into SQL)."""
     basis = chunking_mod.basis(plan, options.parquet.as_dict())
     prev = _previous(store, plan.info.name, snapshot, basis)
+    base_date, base, old, boundaries, why = None, None, None, None, None
     if prev is not None:
-        base_date, base = prev
-        old = chunking_mod.Chunking.from_dict(base.chunking)
-        boundaries = old.boundaries
-    else:
-        base_date, base, old = None, None, None
+        date, m = prev
+        try:
+            old = chunking_mod.Chunking.from_dict(m.chunking)
+        except ValueError as exc:
+            why = f"its manifest holds a {exc}"
+        if old is not None:
+            if chunking_mod.usable_boundaries(shared.cur, plan, old.boundaries):
+                boundaries = old.boundaries
+                why = chunking_mod.reuse_blocker(m.source_identity, plan.identity)
+            else:
+                why = f"its chunk boundaries are not ascending values of the key {old.key} ({old.key_type})"
+        if why is None:
+            base_date, base = date, m
+        else:
+            old = None
+            log(f"{plan.info.name}: not reusing any file of {date}: {why}; every chunk is read again")
+    if boundaries is None:
         boundaries = chunking_mod.choose_boundaries(shared.cur, plan, plan.config.chunk_rows)
     t0 = time.perf_counter()
     fps = _parallel_fingerprints(shared, plan, boundaries, options.workers)
@@ -276,7 +313,7 @@ def _plan_incremental(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, 
     col = chunking_mod.key_column(plan)
     chunking = chunking_mod.Chunking(
         key=col.name, key_type=col.pg_type, boundaries=boundaries, fingerprints=fps, basis=basis,
-        base_snapshot=base_date, changed_chunks=len(changed), reused_files=len(reused),
+        base_snapshot=base_date, changed_chunks=len(changed), reused_files=len(reused), not_reused=why,
     )
     log(f"{plan.info.name}: {len(fps)} chunks fingerprinted in {time.perf_counter() - t0:.2f}s; "
         f"{len(changed)} changed" + (f" since {base_date}" if base_date else " (no earlier snapshot to build on)"))
@@ -290,7 +327,7 @@ def _parallel_fingerprints(shared: PostgresSnapshot, plan: TablePlan, boundaries
     queue measured slower: 0.55 s against 0.52 s for 1M rows.)"""
 
     def scan(cur, reference, lo, hi) -> list[tuple]:
-        cur.execute(chunking_mod.fingerprint_sql(plan, boundaries, reference, ctid_preds(lo, hi)))
+        chunking_mod.execute(cur, chunking_mod.fingerprint_sql(plan, boundaries, reference, ctid_preds(lo, hi)))
         return cur.fetchall()
 
     def joined_scan(lo, hi) -> list[tuple]:
@@ -304,7 +341,7 @@ def _parallel_fingerprints(shared: PostgresSnapshot, plan: TablePlan, boundaries
         parts = [scan(shared.cur, reference, lo, hi)]
         marks = []
         if chunking_mod.tombstone_table(plan):
-            shared.cur.execute(chunking_mod.tombstone_fingerprint_sql(plan, boundaries, reference))
+            chunking_mod.execute(shared.cur, chunking_mod.tombstone_fingerprint_sql(plan, boundaries, reference))
             marks = shared.cur.fetchall()
         parts += [s.result() for s in scans]
     except BaseException as exc:  # noqa: BLE001 - the first failure, as one sentence
@@ -324,19 +361,21 @@ class _Counter:
             self.rows += n
 
 
-def _count_rows(shared: PostgresSnapshot, sql: str) -> int:
+def _count_rows(shared: PostgresSnapshot, sql: str) -> tuple[int, float]:
+    """count(*) by ``sql`` on a connection of its own, and the seconds it took."""
     try:
         with shared.connection() as (_, cur):
+            t0 = time.perf_counter()
             cur.execute(sql)
-            return int(cur.fetchone()[0])
+            return int(cur.fetchone()[0]), round(time.perf_counter() - t0, 3)
     except Exception as exc:  # noqa: BLE001 - raised in the main thread by _Background.result
         raise _source_failure(shared.uri, exc) from exc
 
 
 def _run_workers(shared: PostgresSnapshot, plan: TablePlan, work: list[tuple[int, str, list[int] | None]], staging,
                  options: ExportOptions, progress: Progress, counter: _Counter) -> list[FileEntry]:
-    """Each worker: its own connection on the shared snapshot, taking (unit, sql, rows each
-    chunk must stream, or None for a range) from a queue."""
+    """Each worker: its own connection on the shared snapshot, taking (unit, sql or
+    ``fingerprints.Query``, rows each chunk must stream, or None for a range) from a queue."""
     units: queue.Queue = queue.Queue()
     for item in work:
         units.put(item)
@@ -391,7 +430,7 @@ class _Interrupted(Exception):
 BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 
 
-def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: list[int] | None, staging, options: ExportOptions,
+def _copy_unit(cur, plan: TablePlan, sql, unit: int, expected: list[int] | None, staging, options: ExportOptions,
                progress: Progress, counter: _Counter, stop: threading.Event) -> list[ShardWriter]:
     """Stream one unit: a range of a full export (``expected`` None), or the consecutive chunks
     ``unit, unit + 1, ...`` of an incremental one (``expected``: the rows each must stream, its
@@ -401,7 +440,7 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: list[int] | 
     each chunk gets its own shard. Returns the writers, in unit order, with their last row
     group still to write, for ``_finish``."""
     cur.adbc_statement.set_options(**{BATCH_HINT_OPTION: str(options.batch_bytes)})
-    cur.execute(sql)
+    chunking_mod.execute(cur, sql)  # a chunk read's boundaries are bound first (fingerprints.Query)
     reader = cur.fetch_record_batch()
     q: queue.Queue = queue.Queue(maxsize=options.queue_depth)
     failure: list[BaseException] = []
@@ -447,7 +486,7 @@ def _copy_unit(cur, plan: TablePlan, sql: str, unit: int, expected: list[int] | 
             while True:
                 try:
                     q.put(_END, timeout=0.2)
-                    return
+                    break
                 except queue.Full:
                     if stop.is_set():
                         try:

@@ -360,7 +360,10 @@ def _connect_autocommit(uri: str):
     try:
         return pg.connect(uri, autocommit=True)
     except Exception as err:
-        raise SourceError(f"Cannot connect to {uri} ({str(err).strip().splitlines()[0]}); check that the database server is running.") from None
+        from dataset_assets.source.connect import redact, redact_error
+
+        raise SourceError(f"Cannot connect to {redact(uri)} ({redact_error(str(err).strip().splitlines()[0], uri)}); "
+                          f"check that the database server is running.") from None
 
 
 def ensure_database(uri: str, name: str) -> str:

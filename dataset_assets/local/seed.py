@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dataset_assets.errors import SourceError, UserError
-from dataset_assets.source.connect import connect, redact
+from dataset_assets.source.connect import connect, identity, redact, redact_error
 
 SLAB_ROWS = 200_000
 DEFAULT_ROWS = 100_000
@@ -94,6 +94,16 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 
 TOMBSTONE_PREFIX = "deleted_"
+
+# The seeder's mark on a database whose tables it made: one row per seeded table. The command
+# line seeds only the embedded demo database and databases that carry this mark, unless given
+# DESTROY_FLAG (seed(only_seeded_database=True) is that rule).
+MARKER_TABLE = "dataset_assets_seeded"
+DESTROY_FLAG = "--replace-tables-destroying-data"
+
+
+class ForeignDatabase(UserError):
+    """The database was not made by the seeder, and seeding was told to leave such databases alone."""
 
 
 def column_names(table: str) -> list[str]:
@@ -724,7 +734,7 @@ def _writing(uri: str, what: str):
         raise
     except Exception as err:
         conn.rollback()
-        raise SourceError(f"{what} failed on {redact(uri)}: {_first_line(err)}") from err
+        raise SourceError(f"{what} failed on {redact(uri)}: {redact_error(_first_line(err), uri)}") from err
     finally:
         conn.close()
 
@@ -754,13 +764,20 @@ def seed(
     seed: int = 42,
     replace: bool = False,
     progress: Callable[[str, int, int], Any] | None = None,
+    *,
+    only_seeded_database: bool = False,
 ) -> dict[str, int]:
     """Create and fill ``tables`` (and their tombstone tables) with sample rows.
 
     Returns ``{table: rows, "deleted_<table>": tombstone rows, ...}``. With
     ``replace=False`` an existing non-empty table is an error; an existing
-    empty one is filled. ``progress(table, rows_done, rows_total)`` is called
-    after every slab.
+    empty one is filled; ``replace=True`` drops existing tables first.
+    ``progress(table, rows_done, rows_total)`` is called after every slab.
+
+    Every seeded database gets the seeder's mark (the table ``dataset_assets_seeded``).
+    With ``only_seeded_database=True`` a database without that mark is refused with
+    :class:`ForeignDatabase` before anything in it changes: the command line's rule for any
+    database but the embedded demo one (``--replace-tables-destroying-data`` lifts it).
     """
     if isinstance(tables, str):
         tables = (tables,)
@@ -769,6 +786,15 @@ def seed(
     out: dict[str, int] = {}
     with _writing(uri, "Seeding") as conn:
         with conn.cursor() as cur:
+            if only_seeded_database and not _scalar(cur, f"SELECT to_regclass('public.{MARKER_TABLE}') IS NOT NULL"):
+                ident = identity(uri)
+                where = ident.host + (f":{ident.port}" if ident.port else "")
+                raise ForeignDatabase(
+                    f"The database {ident.database!r} at {where} was not made by dataset-assets seed (it has no "
+                    f"{MARKER_TABLE} table), so seed leaves it alone; to drop and recreate "
+                    f"{', '.join(tables)} and {', '.join(TOMBSTONE_PREFIX + t for t in tables)} there with sample rows, "
+                    f"pass {DESTROY_FLAG}."
+                )
             for table in tables:
                 total = _rows_for(rows, table)
                 exists = _scalar(cur, f"SELECT to_regclass('public.{table}') IS NOT NULL")
@@ -799,9 +825,20 @@ def seed(
                         _exec(cur, stmt)
                 out[f"{TOMBSTONE_PREFIX}{table}"] = _exec(cur, _tombstone_sql(table, seed))
                 out[table] = done
+                _mark(cur, table, seed, done)
                 conn.commit()
     _analyze(uri, [t for t in tables] + [f"{TOMBSTONE_PREFIX}{t}" for t in tables])
     return out
+
+
+def _mark(cur, table: str, seed: int, rows: int) -> None:
+    """Record that ``table`` (and its tombstone table) here are the seeder's."""
+    _exec(cur, f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (table_name text PRIMARY KEY, seed bigint NOT NULL, "
+               f"rows bigint NOT NULL, seeded_at timestamptz NOT NULL DEFAULT now())")
+    _exec(cur, f"COMMENT ON TABLE {MARKER_TABLE} IS 'Tables of this database made by dataset-assets seed, "
+               f"which may drop and recreate them; delete this table to protect them.'")
+    _exec(cur, f"INSERT INTO {MARKER_TABLE} (table_name, seed, rows) VALUES ({_lit(table)}, {int(seed)}, {int(rows)}) "
+               f"ON CONFLICT (table_name) DO UPDATE SET seed = EXCLUDED.seed, rows = EXCLUDED.rows, seeded_at = now()")
 
 
 def _analyze(uri: str, tables: Sequence[str]) -> None:

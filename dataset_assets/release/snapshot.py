@@ -7,11 +7,15 @@ Layout (see ``dataset_assets.storage.stores``)::
     snapshots/<YYYY-MM-DD>/<table>/_manifest.json
     snapshots/<YYYY-MM-DD>/<table>/_SUCCESS
 
-Only complete tables (with ``_SUCCESS``) and the shards their manifest lists are published.
+Only complete tables (with ``_SUCCESS``) and the shards their manifest lists are published, with
+each table's manifest in its public form (:func:`public_manifest`): nothing of the source's
+internals (host, port, user, database, Postgres snapshot ids, change signals, cluster and relation
+identity, chunk fingerprints) reaches the Hub.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from dataset_assets.errors import UserError, VerificationError
@@ -36,7 +40,7 @@ class Shard:
 @dataclass(frozen=True)
 class Table:
     name: str
-    manifest: bytes  # published verbatim as <table>/_manifest.json
+    manifest: bytes  # published verbatim as <table>/_manifest.json: public_manifest() of the store's
     shards: tuple[Shard, ...]
 
 
@@ -94,4 +98,35 @@ def _load_table(store: Store, date: str, table_prefix: str) -> Table:
     if problems:
         raise VerificationError(f"{problems[0]} in {store.url}, against its manifest; rerun the export of table {name}.")
     shards = [Shard(name, f"{name}/{f.path}", f"{table_prefix}/{f.path}", f.bytes, f.sha256, f.rows) for f in manifest.files]
-    return Table(name, raw, tuple(shards))
+    return Table(name, public_manifest(raw), tuple(shards))
+
+
+# What a published manifest keeps; every other field is blanked (an empty dict, or null), so the
+# file still loads as a Manifest and a field added later stays private until it is listed here.
+PUBLIC_FIELDS = ("table", "snapshot", "row_count", "files", "schema", "arrow_schema", "created_at", "timings",
+                 "parquet", "filters", "chunking", "primary_key", "root_hash", "format")
+BLANK_DICT_FIELDS = ("source", "source_snapshot")      # required fields of a Manifest: kept as {}
+PUBLIC_TIMINGS = ("copy_seconds", "total_seconds", "rows_exported", "rows_reused", "rows_per_second",
+                  "source_rows_counted", "count_check")
+PUBLIC_CHUNKING = ("key", "key_type", "base_snapshot", "changed_chunks", "reused_files")  # not the boundaries: keys of any row, removed ones too
+
+
+def public_manifest(raw: bytes | str) -> bytes:
+    """The manifest as published: files (rows, bytes, sha256), row count, schema, root hash, filters,
+    parquet settings and timings; the source's host, port, user and database, the
+    Postgres snapshot, the change signal, the cluster and relation identity and the chunks (boundaries, fingerprints)
+    blanked. The root hash covers only the files, so it stays valid."""
+    d = json.loads(raw)
+    out: dict = {}
+    for key, value in d.items():
+        if key in PUBLIC_FIELDS:
+            out[key] = value
+        elif key in BLANK_DICT_FIELDS:
+            out[key] = {}
+        else:
+            out[key] = None
+    if isinstance(out.get("timings"), dict):
+        out["timings"] = {k: v for k, v in out["timings"].items() if k in PUBLIC_TIMINGS}
+    if isinstance(out.get("chunking"), dict):
+        out["chunking"] = {k: v for k, v in out["chunking"].items() if k in PUBLIC_CHUNKING}
+    return (json.dumps(out, indent=2, sort_keys=False) + "\n").encode()

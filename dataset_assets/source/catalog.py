@@ -16,6 +16,8 @@ class Column:
     typmod: int           # of the base type (element type for arrays; a domain's own typmod)
     nullable: bool
     type_kind: str        # pg_type.typtype of the base type: b(ase), e(num), c(omposite), r(ange), ...
+    attnum: int = 0       # pg_attribute.attnum: a column dropped and added again gets a new one
+    type_oid: int = 0     # pg_attribute.atttypid (the declared type, a domain's own oid)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ SELECT a.attname::text,
        (et.oid IS NOT NULL),
        coalesce(eb.typmod, b.typmod),
        NOT a.attnotnull,
-       coalesce(et.typtype, t.typtype)::text
+       coalesce(et.typtype, t.typtype)::text,
+       a.attnum::int8,
+       a.atttypid::int8
 FROM pg_attribute a
 CROSS JOIN LATERAL (
     WITH RECURSIVE d(oid, typmod, depth) AS (
@@ -100,7 +104,8 @@ def describe(cur, name: str) -> TableInfo:
         raise UserError(f"Table {name!r} does not exist in the source database; the tables there are: {listed}.")
     cur.execute(_COLUMNS_SQL, parameters=(oid,))
     columns = tuple(
-        Column(name=r[0], pg_type=r[1], typname=r[2], is_array=bool(r[3]), typmod=int(r[4]), nullable=bool(r[5]), type_kind=r[6])
+        Column(name=r[0], pg_type=r[1], typname=r[2], is_array=bool(r[3]), typmod=int(r[4]), nullable=bool(r[5]), type_kind=r[6],
+               attnum=int(r[7]), type_oid=int(r[8]))
         for r in cur.fetchall()
     )
     cur.execute(_PK_SQL, parameters=(oid,))
@@ -123,3 +128,68 @@ def estimated_rows(cur, oid: int) -> int | None:
         return None
     # scale the planner's estimate to the current size, as the planner itself does
     return int(reltuples / relpages * pages)
+
+
+def resolve_tables(cur, names: list[str]) -> dict[str, str]:
+    """The schema-qualified, quoted name (``format('%I.%I')``, spelled by Postgres) of each of
+    ``names`` that exists, found as :func:`find_table` finds it; missing ones are left out."""
+    if not names:
+        return {}
+    cur.execute(
+        "SELECT w.name, format('%I.%I', r.nspname, r.relname) "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS w(name, ord) "
+        "CROSS JOIN LATERAL (SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "  WHERE c.relname = w.name AND c.relkind IN ('r', 'p') AND n.nspname = ANY (current_schemas(false)) "
+        "  ORDER BY array_position(current_schemas(false), n.nspname::name) LIMIT 1) r "
+        "ORDER BY w.ord",
+        parameters=(list(names),),
+    )
+    return {name: qualified for name, qualified in cur.fetchall()}
+
+
+def cluster_identity(cur) -> dict:
+    """The cluster's system identifier and timeline (``pg_control_system()``,
+    ``pg_control_checkpoint()``; None where the user may not call them) and the database's
+    name and oid. Run outside a transaction: a refused call must not abort one."""
+    out: dict = {"system_identifier": None, "timeline": None}
+    try:
+        cur.execute("SELECT (SELECT system_identifier::text FROM pg_control_system()), "
+                    "(SELECT timeline_id::int8 FROM pg_control_checkpoint())")
+        sysid, timeline = cur.fetchone()
+        out.update(system_identifier=sysid, timeline=None if timeline is None else int(timeline))
+    except Exception:  # noqa: BLE001 - needs superuser or pg_monitor on some servers: unknown
+        pass
+    cur.execute("SELECT current_database()::text, (SELECT oid::int8 FROM pg_database WHERE datname = current_database())")
+    database, oid = cur.fetchone()
+    out.update(database=database, database_oid=int(oid))
+    return out
+
+
+def relation_identity(cur, oid: int) -> str:
+    """``oid:relfilenode`` of the table, or of each leaf partition of a partitioned one: a new
+    table (same name), TRUNCATE and every rewrite change it."""
+    cur.execute(
+        "SELECT coalesce(string_agg(x.relid::int8::text || ':' || coalesce(pg_relation_filenode(x.relid), 0)::text, ',' "
+        "ORDER BY x.relid::int8), '') "
+        "FROM (SELECT $1::oid AS relid UNION SELECT p.relid::oid FROM pg_partition_tree($1::oid) p WHERE p.isleaf) x "
+        "WHERE (SELECT relkind FROM pg_class WHERE oid = x.relid) = 'r'",
+        parameters=(oid,),
+    )
+    return f"{oid}/{cur.fetchone()[0]}"
+
+
+def unique_not_null(cur, info: TableInfo, column: str) -> tuple[bool, bool]:
+    """(unique, not null) of ``column`` as the catalog proves them: the table's one-column
+    primary key, or a valid, non-partial unique index on that column alone (NOT NULL from the
+    column)."""
+    col = info.column(column)
+    if col is None:
+        return False, False
+    if info.primary_key == (column,):
+        return True, True
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1::oid AND i.indisunique AND i.indisvalid "
+        "AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 1 AND i.indkey[0] = $2::int2)",
+        parameters=(info.oid, col.attnum),
+    )
+    return bool(cur.fetchone()[0]), not col.nullable

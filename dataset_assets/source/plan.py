@@ -8,7 +8,7 @@ ranges of a random uuid primary key would turn into random heap access
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dataset_assets.tables import TableConfig
 from dataset_assets.errors import UserError
@@ -27,6 +27,7 @@ class TablePlan:
     pages: int
     estimated_rows: int | None
     ranges: tuple[tuple[int | None, int | None], ...]   # [lo, hi) in heap pages; None = open
+    identity: dict = field(default_factory=dict)  # where the rows come from (source_identity, see plan_table)
 
     def base_sql(self) -> str:
         cols = ", ".join(f"t.{quote_ident(c)}" for c in self.schema.names)
@@ -79,22 +80,56 @@ def primary_key(cfg: TableConfig, info: catalog.TableInfo) -> str:
     raise UserError(f"Table {info.name} has no single-column primary key {cfg.primary_key!r}; set primary_key in the table configuration.")
 
 
-def _row_key(cfg: TableConfig, info: catalog.TableInfo) -> str | None:
-    """The column that names a row in messages about its values, if the table has one."""
-    try:
-        return primary_key(cfg, info)
-    except UserError:
-        return None
-
-
-def plan_table(cur, cfg: TableConfig, workers: int) -> TablePlan:
+def plan_table(cur, cfg: TableConfig, workers: int, cluster: dict | None = None) -> TablePlan:
+    """Everything about reading ``cfg``'s table, checked before any data moves: the key (which
+    must exist and be unique and non-null, :func:`check_key`), the schema, the filters, the heap
+    ranges and the identity of the source (``cluster``: :func:`catalog.cluster_identity`)."""
     info = catalog.describe(cur, cfg.name)
-    schema = table_schema(info, cfg.columns, key=_row_key(cfg, info))
+    key = primary_key(cfg, info)  # a table without a usable key fails here, not after the rows are read
+    schema = table_schema(info, cfg.columns, key=key)
     filters, desc = build_filters(cfg, info, cur)
+    check_key(cur, info, key)
     check_array_shapes(cur, schema, filters)  # before any data moves (types.py)
     pages = catalog.relation_pages(cur, info.oid, info.block_size)
     est = catalog.estimated_rows(cur, info.oid)
-    return TablePlan(cfg, info, schema, filters, desc, pages, est, split_pages(pages, 2 * max(1, workers)))
+    identity = source_identity(cur, info, schema.names, key, desc.get("exclude_tombstoned"), cluster)
+    return TablePlan(cfg, info, schema, filters, desc, pages, est, split_pages(pages, 2 * max(1, workers)), identity)
+
+
+def check_key(cur, info: catalog.TableInfo, key: str) -> None:
+    """The key names every row: unique and non-null. Proven by the catalog for a primary key (or
+    a unique index on a NOT NULL column), at no cost; otherwise one aggregate query over the
+    table in the caller's snapshot. One sentence if it is not."""
+    unique, not_null = catalog.unique_not_null(cur, info, key)
+    if unique and not_null:
+        return
+    k = f"t.{quote_ident(key)}"
+    dup_sql = "0::int8" if unique else f"count({k}) - count(DISTINCT {k})"
+    null_sql = "0::int8" if not_null else f"count(*) FILTER (WHERE {k} IS NULL)"
+    cur.execute(f"SELECT {dup_sql}, {null_sql} FROM {quote_ident(info.name)} AS t")
+    dups, nulls = (int(v) for v in cur.fetchone())
+    if dups or nulls:
+        what = " and ".join(x for x in (f"{nulls} NULL value(s)" if nulls else "", f"{dups} duplicate value(s)" if dups else "") if x)
+        raise UserError(
+            f"The key column {key} of table {info.name} holds {what}, so it cannot name each row; nothing was exported: "
+            f"make it unique and NOT NULL (a primary key) or set primary_key for {info.name} in tables.yaml to a column that is."
+        )
+
+
+def source_identity(cur, info: catalog.TableInfo, columns, key: str, tombstone: str | None, cluster: dict | None) -> dict:
+    """Where the rows come from, recorded in the manifest: the cluster (system identifier,
+    timeline; None when unknown), the database (name, oid), the table's and the tombstone
+    table's oid and relfilenode, and each exported column's attnum, name and type. Shards of an
+    earlier snapshot are reused only when all of it is the same (``fingerprints.reuse_blocker``):
+    ``(key, xmin)`` stays the same across a restore, a failover or ``DROP COLUMN c; ADD COLUMN c``."""
+    relations = {info.name: catalog.relation_identity(cur, info.oid)}
+    if tombstone:
+        oid = catalog.find_table(cur, tombstone)
+        relations[tombstone] = catalog.relation_identity(cur, oid) if oid is not None else None
+    names = list(columns) + ([key] if key not in columns else [])
+    cols = [[c.attnum, c.name, c.pg_type, c.type_oid] for c in (info.column(n) for n in names) if c is not None]
+    base = dict(cluster) if cluster else {"system_identifier": None, "timeline": None, "database": None, "database_oid": None}
+    return {**base, "relations": relations, "columns": cols}
 
 
 def split_pages(pages: int, parts: int) -> tuple[tuple[int | None, int | None], ...]:

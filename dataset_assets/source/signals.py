@@ -66,7 +66,7 @@ from dataclasses import asdict, dataclass
 
 from dataset_assets.tables import TableConfig
 from dataset_assets.errors import SourceError
-from dataset_assets.source.connect import connect, quote_ident, quote_literal, redact
+from dataset_assets.source.connect import connect, quote_ident, redact
 
 WATERMARK = "updated_on"          # newest change of a row of the table
 TOMBSTONE_WATERMARK = "deleted_on"  # newest tombstone
@@ -163,7 +163,7 @@ class ChangeSignal:
 
 
 _CATALOG_SQL = """
-WITH wanted(name, ord) AS (SELECT * FROM unnest({names}::text[]) WITH ORDINALITY),
+WITH wanted(name, ord) AS (SELECT * FROM unnest($1::text[]) WITH ORDINALITY),
 resolved AS (
   SELECT w.ord, w.name, c.oid
   FROM wanted w
@@ -237,12 +237,11 @@ def read_signals(uri: str, tables: list[TableConfig]) -> dict[str, ChangeSignal]
                             f"SET lock_timeout = {LOCK_TIMEOUT_MS}", f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}",
                             "SET application_name = 'dataset_assets change sensor'"):
                 cur.execute(setting)
-            array = "ARRAY[" + ", ".join(quote_literal(n) for n in names) + "]"
-            cur.execute(_CATALOG_SQL.format(names=array))
+            cur.execute(_CATALOG_SQL, parameters=(names,))
             rows = cur.fetchall()
             rels: dict[str, _Rel] = {}
             started, stats_reset = "", None
-            for name, found, regclass, files, columns, ins, upd, dele, indexed, started, stats_reset in rows:
+            for name, found, regclass, files, columns, ins, upd, dele, indexed, started, stats_reset in rows:  # noqa: B007 (the last row's started/stats_reset are read after the loop)
                 rels[name] = _Rel(bool(found), regclass, files, columns, (int(ins), int(upd), int(dele)),
                                   frozenset(x for x in (indexed or "").split(",") if x))
             # which watermarks can be read from an index, in one query

@@ -49,6 +49,8 @@ class Manifest:
     filters: dict = field(default_factory=dict)
     chunking: dict | None = None
     primary_key: str | None = None     # the key column the export resolved (tables.yaml or the table's own)
+    change_signal: dict | None = None  # the table's change signal read just before the export (the sensor's baseline)
+    source_identity: dict | None = None  # cluster, timeline, database, relation files, column identity (reuse only from the same)
     root_hash: str = ""
     format: str = FORMAT
 

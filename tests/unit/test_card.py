@@ -166,8 +166,7 @@ def test_check_documentation_finds_each_kind_of_problem():
     assert any("NOT NULL" in p for p in problems)
     assert any("'int32'" in p and "'int64'" in p for p in problems)
 
-    [problem] = check_documentation("image", live[1:] + live[:1])
-    assert "order" in problem
+    assert check_documentation("image", live[1:] + live[:1]) == []  # columns match by name, in any order
 
     [problem] = check_documentation("video", live)
     assert "create dataset_docs/video.yaml" in problem

@@ -9,13 +9,11 @@ in place; files of other stores are spooled to a temporary file one at a time
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from dataset_assets.storage.stores import Store
 from dataset_assets.storage.manifest import FileEntry

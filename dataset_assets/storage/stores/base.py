@@ -94,6 +94,10 @@ class Store(ABC):
         """The file behind ``key`` if the store is a local directory, else None."""
         return None
 
+    def location(self, key: str) -> str:
+        """Where a person finds the object behind ``key`` now (a URL), e.g. to link it in the UI."""
+        return f"{self.url.rstrip('/')}/{key.strip('/')}"
+
     # --- staging and committing ------------------------------------------------
     @abstractmethod
     def staging_dir(self, prefix: str) -> Path:
@@ -115,8 +119,11 @@ class Store(ABC):
 
         ``reuse`` maps file names (relative to ``prefix``) to keys of objects
         already in the store, which are copied server-side instead of uploaded.
-        ``_SUCCESS`` in ``staging`` becomes visible last. With ``replace`` an
-        existing complete prefix is replaced; without it, it is an error.
+        ``_SUCCESS`` in ``staging`` becomes visible last, and only once every file is
+        durable. With ``replace`` an existing complete prefix is replaced; without it,
+        it is an error. A replaced prefix stays complete and whole until the switch,
+        and a reader that read its ``_SUCCESS`` and manifest never gets a file of the
+        version replacing it (locally: one rename; on S3: a new version, see ``s3.py``).
         """
 
     def stage_reused(self, staging: Path, reuse: Mapping[str, str]) -> Mapping[str, str]:

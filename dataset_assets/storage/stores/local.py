@@ -1,4 +1,10 @@
-"""A store in a local directory: the default, and what the demo uses."""
+"""A store in a local directory: the default, and what the demo uses.
+
+A table snapshot is built in ``.staging/`` and made visible by one rename of its folder, with
+``_SUCCESS`` inside. Before that rename every new file and every folder of it is fsynced, and
+the parent folder after it, so a crash never leaves a visible snapshot with files still only in
+memory (empty or torn after the reboot). ``put_bytes``/``put_file`` fsync before their rename too.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +50,9 @@ class LocalStore(Store):
         tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
         try:
             tmp.write_bytes(data)
+            _fsync_file(tmp)
             os.replace(tmp, p)
+            _fsync_dir(p.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise _store_error(exc, self.root) from None
@@ -55,7 +63,9 @@ class LocalStore(Store):
         tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
         try:
             shutil.copyfile(path, tmp)
+            _fsync_file(tmp)
             os.replace(tmp, p)
+            _fsync_dir(p.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise _store_error(exc, self.root) from None
@@ -139,6 +149,9 @@ class LocalStore(Store):
         # the rename is the atomic step, so the marker can never be seen early.
         if not (staging / SUCCESS).exists():
             (staging / SUCCESS).write_bytes(b"")
+        # Durable before visible: the files' data and the folders' entries reach the disk before the
+        # rename, so a crash right after it cannot leave a visible snapshot with empty or torn files.
+        _fsync_tree(staging)
         final.parent.mkdir(parents=True, exist_ok=True)
         old = None
         if final.exists():
@@ -153,9 +166,10 @@ class LocalStore(Store):
             if old is not None:
                 os.rename(old, final)
             raise _store_error(exc, self.root) from None
+        _fsync_dir(final.parent)  # the rename itself
+        _fsync_dir(final.parent.parent)  # the date folder's entry, when it was just made
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(final.parent)
 
 
 def _link_all(src_dir: Path, dst_dir: Path, pairs: list[tuple[str, str]]) -> None:
@@ -185,6 +199,29 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under ``root`` whose data may still be in memory, then every folder
+    (deepest first). A file with other hard links is a reused shard, made durable when it was
+    first committed: its new name is made durable by its folder's fsync."""
+    folders = []
+    for dirpath, _, filenames in os.walk(root):
+        folders.append(dirpath)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.lstat(path).st_nlink == 1:
+                _fsync_file(Path(path))
+    for dirpath in reversed(folders):
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

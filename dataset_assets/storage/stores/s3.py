@@ -4,12 +4,36 @@ Same key layout and semantics as :class:`~dataset_assets.storage.stores.local.Lo
 store key ``snapshots/2026-11-21/image/x.parquet`` is object
 ``<prefix>/snapshots/2026-11-21/image/x.parquet`` in the bucket.
 
-Committing cannot be one atomic rename on S3, so :meth:`S3Store.commit_dir`
-orders the steps instead: ``_SUCCESS`` of a replaced snapshot is deleted first,
-then everything else at the prefix, then every file is uploaded (or copied
-server-side) and checked against the local file, and ``_SUCCESS`` is written
-last. A prefix without ``_SUCCESS`` is an interrupted run's leftover and the
-next commit clears it, so rerunning after any failure is safe.
+Committing cannot be one atomic rename on S3, and a reader must never see two
+versions of a table snapshot mixed, so every commit of a prefix ``P`` is a new,
+immutable *version* with its own object names, switched to by one small
+*pointer* written last::
+
+    P/_SUCCESS                          the pointer: {"format": ..., "version": "<v>"}
+    P/.versions/<v>/_manifest.json      the version's files (store key P/_manifest.json)
+    P/.versions/<v>/train-....parquet   (store key P/train-....parquet)
+    P/.versions/<v>/_SUCCESS            the version's own marker (its staged content)
+
+:meth:`S3Store.commit_dir` uploads (or copies server-side) every file of the new
+version under ``P/.versions/<v>/`` and checks it, while the old version stays
+complete and readable; then it writes the pointer ``P/_SUCCESS`` (one PUT, atomic
+for readers: S3 reads after a write are strongly consistent), and only then
+deletes the version it replaced, plain keys left at ``P`` (an older layout, or
+leftovers) and versions of interrupted commits older than ``STALE_VERSION_AGE``
+(never a version another writer may still be uploading: of two concurrent
+commits, the last pointer wins and is whole). A failed commit removes its partial
+version and leaves the old one complete, the pointer untouched.
+
+Store keys stay the same (``P/_manifest.json``, ``P/train-00000-000.parquet``):
+the store resolves them through the pointer, and pins the version per prefix for
+the life of the store object. Reading ``P/_SUCCESS`` or ``P/_manifest.json``
+(``is_complete``, ``load_manifest``) reads the pointer afresh and pins what it
+names; every other key of ``P`` (the shards, ``list``) is read from the pinned
+version. So a reader that reads ``_SUCCESS`` and the manifest, then the files,
+gets every file from the version its manifest describes, or, if that version was
+replaced and deleted meanwhile, ``FileNotFoundError``: never a file of another
+version. A prefix whose ``_SUCCESS`` is not a pointer (written by an older
+release, or by ``put_bytes``) is read as plain keys, as before.
 
 Every upload is checked after the fact with a HEAD: the size, the full-file
 SHA-256 kept in the object's metadata (``x-amz-meta-sha256``), and S3's own
@@ -26,9 +50,12 @@ standard AWS environment variables.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -40,7 +67,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from dataset_assets.errors import SnapshotExists, StoreError
-from dataset_assets.storage.stores.base import SUCCESS, Store, StoredObject
+from dataset_assets.storage.stores.base import MANIFEST, SUCCESS, Store, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +77,10 @@ MAX_COPY_OBJECT = 5 * GiB  # the largest object CopyObject copies in one request
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 META_SHA256 = "sha256"  # stored as x-amz-meta-sha256: hex SHA-256 of the whole object
 SKIP_DIRS = (".staging", ".trash")  # like LocalStore: never listed
+VERSIONS = ".versions"  # P/.versions/<version>/: the objects of one committed version of P
+POINTER_FORMAT = "dataset-assets/s3-version/1"
+POINTER_MAX = 4096  # a _SUCCESS larger than this is a plain marker, not a pointer
+STALE_VERSION_AGE = dt.timedelta(days=2)  # an unnamed version this old is an interrupted commit's: removed
 
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId",
@@ -130,6 +161,7 @@ class S3Store(Store):
         if staging_root is None:
             staging_root = os.environ.get("DATASET_ASSETS_STAGING") or Path(tempfile.gettempdir()) / "dataset-assets-staging"
         self.staging_root = Path(staging_root).expanduser()
+        self._pins: dict[str, str | None] = {}  # prefix -> the version this store reads there (None: plain keys)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> S3Store:
@@ -155,14 +187,26 @@ class S3Store(Store):
         return f"S3Store({self.url!r})"
 
     # --- keys --------------------------------------------------------------
-    def _key(self, key: str) -> str:
+    def _norm(self, key: str) -> str:
+        """``key`` relative to the store root, normalised ('' is the root)."""
         parts = [p for p in key.strip("/").split("/") if p not in ("", ".")]
         if ".." in parts:
             raise StoreError(f"Key {key!r} points outside the store {self.url}.")
-        rel = "/".join(parts)
+        return "/".join(parts)
+
+    def _raw(self, rel: str) -> str:
+        """The S3 key of the object at ``rel`` (relative to the store root, not resolved)."""
         if not self.prefix:
             return rel
         return f"{self.prefix}/{rel}" if rel else self.prefix
+
+    def _key(self, key: str) -> str:
+        """The S3 key that holds store key ``key`` now (resolved through its prefix's pointer)."""
+        return self._raw(self._resolve(self._norm(key)))
+
+    def location(self, key: str) -> str:
+        """``s3://bucket/<the object's key>``: under the version its prefix's pointer names."""
+        return f"s3://{self.bucket}/{self._key(key)}"
 
     def _rel(self, s3_key: str) -> str:
         return s3_key[len(self.prefix) + 1:] if self.prefix else s3_key
@@ -173,6 +217,65 @@ class S3Store(Store):
         if p.username or p.password:  # never show credentials embedded in a URL
             ep = urlunsplit((p.scheme, p.hostname or "", p.path, "", ""))
         return ep or "the S3 endpoint"
+
+    # --- versions (see the module docstring) -----------------------------------
+    def _read_pointer(self, prefix: str) -> tuple[bool, str | None]:
+        """Whether ``prefix/_SUCCESS`` exists, and the version it names (None: not a pointer)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = f"{prefix}/{SUCCESS}" if prefix else SUCCESS
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._raw(key))["Body"].read(POINTER_MAX + 1)
+        except (BotoCoreError, ClientError) as exc:
+            if self._is_not_found(exc):
+                return False, None
+            raise self._error(exc, "read", key) from None
+        return True, _pointer_version(body)
+
+    def _version(self, prefix: str, refresh: bool = False) -> str | None:
+        """The version of ``prefix`` this store reads: pinned at the first look, re-read with ``refresh``."""
+        if refresh or prefix not in self._pins:
+            self._pins[prefix] = self._read_pointer(prefix)[1]
+        return self._pins[prefix]
+
+    def _resolve(self, rel: str, *, refresh: bool | None = None) -> str:
+        """Where store key ``rel`` lives: under the pinned version of its nearest committed ancestor,
+        else at ``rel`` itself. ``_SUCCESS`` and ``_manifest.json`` re-read their folder's pointer."""
+        parts = rel.split("/") if rel else []
+        if VERSIONS in parts:  # already a physical key
+            return rel
+        if refresh is None:
+            refresh = bool(parts) and parts[-1] in (SUCCESS, MANIFEST)
+        for i in range(len(parts) - 1, 0, -1):
+            ancestor = "/".join(parts[:i])
+            version = self._version(ancestor, refresh=refresh and i == len(parts) - 1)
+            if version is not None:
+                return "/".join([ancestor, VERSIONS, version, *parts[i:]])
+        return rel
+
+    def _logical(self, objects: Iterable[StoredObject]) -> list[StoredObject]:
+        """Raw objects (keys relative to the root) as store keys: of each committed prefix only its
+        pinned version, without the pointer; everything else as it is."""
+        objects = [o for o in objects if not _hidden(o.key)]
+        owners = {o.key.split(f"/{VERSIONS}/", 1)[0] for o in objects if f"/{VERSIONS}/" in o.key}
+        # a pin of "no version" where versions exist was taken before a commit: look again
+        versions = {owner: self._version(owner, refresh=self._pins.get(owner, "") is None) for owner in sorted(owners)}
+        committed = {owner: v for owner, v in versions.items() if v is not None}
+        out = []
+        for o in objects:
+            owner = next((c for c in committed if o.key.startswith(c + "/")), None)
+            if owner is None:
+                if f"/{VERSIONS}/" not in o.key:
+                    out.append(o)  # a plain key (or a leftover version of a prefix not committed that way)
+                continue
+            mine = f"{owner}/{VERSIONS}/{committed[owner]}/"
+            if o.key.startswith(mine):
+                out.append(StoredObject(f"{owner}/{o.key[len(mine):]}", o.size))
+        return sorted(out, key=lambda o: o.key)
+
+    def _forget(self, prefix: str) -> None:
+        for p in [p for p in self._pins if _under(p, prefix)]:
+            del self._pins[p]
 
     # --- errors --------------------------------------------------------------
     def _error(self, exc: BaseException, action: str, key: str | None = None) -> StoreError:
@@ -186,7 +289,7 @@ class S3Store(Store):
         )
 
         log.debug("S3 %s of %s failed", action, key, exc_info=exc)
-        what = f"{key} in {self.url}" if key is not None else self.url
+        what = f"{_shown(key)} in {self.url}" if key is not None else self.url
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             return StoreError(f"No usable S3 credentials were found for {self.url}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE).")
         if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
@@ -225,78 +328,112 @@ class S3Store(Store):
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, action, key) from None
 
-    def _head(self, key: str) -> dict | None:
-        """HEAD with checksums; None if the object is missing."""
+    def _head(self, rel: str) -> dict | None:
+        """HEAD (with checksums) of the object at physical key ``rel``; None if it is missing."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
+            return self.client.head_object(Bucket=self.bucket, Key=self._raw(rel), ChecksumMode="ENABLED")
         except (BotoCoreError, ClientError) as exc:
             if self._is_not_found(exc):
                 return None
-            raise self._error(exc, "read", key) from None
+            raise self._error(exc, "read", rel) from None
+
+    def _entry_retry(self, rel: str, phys: str) -> str | None:
+        """For ``_SUCCESS`` and ``_manifest.json`` only: when the version just resolved vanished (a
+        commit switched in between), the physical key under the pointer's new version."""
+        parts = rel.split("/")
+        if len(parts) < 2 or parts[-1] not in (SUCCESS, MANIFEST) or VERSIONS not in phys.split("/"):
+            return None
+        again = self._resolve(rel, refresh=True)
+        return again if again != phys else None
 
     # --- objects -------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes) -> None:
+        self._put_bytes(self._resolve(self._norm(key)), data)
+
+    def _put_bytes(self, rel: str, data: bytes) -> None:
         digest = _digest_bytes(data)
         self._call(
             "upload",
-            key,
+            rel,
             self.client.put_object,
             Bucket=self.bucket,
-            Key=self._key(key),
+            Key=self._raw(rel),
             Body=data,
             ChecksumAlgorithm="SHA256",
             Metadata={META_SHA256: digest.sha256_hex},
         )
-        self._verify_upload(key, digest)
+        self._verify_upload(rel, digest)
 
     def put_file(self, key: str, path: Path) -> None:
         with self._transfer_manager() as tm:
-            self._put_file(tm, key, Path(path))
+            self._put_file(tm, self._resolve(self._norm(key)), Path(path))
 
     def open(self, key: str) -> BinaryIO:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except (BotoCoreError, ClientError) as exc:
-            if self._is_not_found(exc):
-                raise FileNotFoundError(f"{key} does not exist in {self.url}.") from None
-            raise self._error(exc, "read", key) from None
-        return resp["Body"]  # botocore StreamingBody: .read(), iteration, context manager
+        rel = self._norm(key)
+        phys: str | None = self._resolve(rel)
+        while phys is not None:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._raw(phys))["Body"]  # StreamingBody
+            except (BotoCoreError, ClientError) as exc:
+                if not self._is_not_found(exc):
+                    raise self._error(exc, "read", rel) from None
+            phys = self._entry_retry(rel, phys)
+        raise FileNotFoundError(f"{rel} does not exist in {self.url}.")
 
     def exists(self, key: str) -> bool:
-        return self._head(key) is not None
+        rel = self._norm(key)
+        phys: str | None = self._resolve(rel)
+        while phys is not None:
+            if self._head(phys) is not None:
+                return True
+            phys = self._entry_retry(rel, phys)
+        return False
 
     def list(self, prefix: str) -> list[StoredObject]:
-        rel = prefix.strip("/")
-        base = self._key(rel)
-        out = [o for o in self._list_raw(f"{base}/" if base else "") if not _hidden(o.key)]
+        rel = self._norm(prefix)
+        phys = self._resolve(rel)
+        if phys != rel:  # inside a committed version
+            out = [StoredObject(rel + o.key[len(phys):], o.size) for o in self._list_raw(f"{self._raw(phys)}/")]
+        else:
+            base = self._raw(rel)
+            out = self._logical(self._list_raw(f"{base}/" if base else ""))
         if not out and rel:
-            head = self._head(rel)  # prefix names a single object
+            head = self._head(phys)  # prefix names a single object
             if head is not None:
-                out = [StoredObject(self._rel(self._key(rel)), head["ContentLength"])]
+                out = [StoredObject(rel, head["ContentLength"])]
         return sorted(out, key=lambda o: o.key)
 
     def iter_prefixes(self, prefix: str) -> Iterator[str]:
         """One delimited listing of the level below ``prefix`` (not every object under it)."""
+        rel = self._norm(prefix)
+        phys = self._resolve(rel)
+        children = self._delimited(phys)
+        if VERSIONS in children and phys == rel and (version := self._version(rel, refresh=self._pins.get(rel, "") is None)) is not None:
+            inner = f"{rel}/{VERSIONS}/{version}"
+            children = self._delimited(inner)
+            phys = inner
+        found = [f"{rel}/{c}" if rel else c for c in children if c not in SKIP_DIRS and c != VERSIONS]
+        yield from sorted(found)
+
+    def _delimited(self, rel: str) -> list[str]:
+        """Names of the 'folders' directly below physical key ``rel``."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        rel = prefix.strip("/")
-        base = self._key(rel)
+        base = self._raw(rel)
         s3_prefix = f"{base}/" if base else ""
         children = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=s3_prefix, Delimiter="/")
             for page in pages:
                 for cp in page.get("CommonPrefixes", ()):
-                    child = self._rel(cp["Prefix"].rstrip("/"))
-                    if not _hidden(child + "/"):
-                        children.append(child)
+                    children.append(cp["Prefix"][len(s3_prefix):].rstrip("/"))
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, "list", rel or None) from None
-        yield from sorted(children)
+        return children
 
     def _list_raw(self, s3_prefix: str) -> list[StoredObject]:
         """Every object whose S3 key starts with ``s3_prefix`` (keys relative to the store root)."""
@@ -313,12 +450,18 @@ class S3Store(Store):
         return out
 
     def delete_prefix(self, prefix: str) -> None:
-        rel = prefix.strip("/")
-        base = self._key(rel)
+        rel = self._norm(prefix)
+        phys = self._resolve(rel, refresh=False)
+        base = self._raw(phys)
         keys = [o.key for o in self._list_raw(f"{base}/" if base else "")]
-        if rel and self._head(rel) is not None:
-            keys.append(rel)
-        self._delete_keys(keys)
+        if phys and self._head(phys) is not None:
+            keys.append(phys)
+        # pointers first: a committed prefix stops looking complete before its files go
+        pointers = [k for k in keys if k.rsplit("/", 1)[-1] == SUCCESS and f"/{VERSIONS}/" not in k]
+        self._delete_keys(pointers)
+        self._delete_keys([k for k in keys if k not in set(pointers)])
+        if phys == rel:
+            self._forget(rel)
 
     def _delete_keys(self, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -329,7 +472,7 @@ class S3Store(Store):
                 batch[0] if len(batch) == 1 else f"{len(batch)} objects under {_common_dir(batch)}",
                 self.client.delete_objects,
                 Bucket=self.bucket,
-                Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True},
+                Delete={"Objects": [{"Key": self._raw(k)} for k in batch], "Quiet": True},
             )
             errors = resp.get("Errors") or []
             if errors:
@@ -341,11 +484,12 @@ class S3Store(Store):
                 raise StoreError(f"Deleting {key} in {self.url} failed ({code}, {len(errors)} object(s) not deleted); check the S3 service, then rerun (a rerun is safe).")
 
     def copy(self, src_key: str, dst_key: str) -> None:
-        src = self._head(src_key)
+        src_phys = self._resolve(self._norm(src_key))
+        src = self._head(src_phys)
         if src is None:
             raise FileNotFoundError(f"{src_key} does not exist in {self.url}.")
         with self._transfer_manager(copy=True) as tm:
-            self._copy(tm, src_key, dst_key, src)
+            self._copy(tm, src_phys, self._resolve(self._norm(dst_key)), src)
 
     # --- transfers and checks ------------------------------------------------------
     def _transfer_manager(self, copy: bool = False) -> Any:
@@ -386,7 +530,7 @@ class S3Store(Store):
             tm.upload(
                 str(path),
                 self.bucket,
-                self._key(key),
+                self._raw(key),
                 extra_args={"ChecksumAlgorithm": "SHA256", "Metadata": {META_SHA256: digest.sha256_hex}},
             ).result()
         except (BotoCoreError, ClientError) as exc:
@@ -396,7 +540,7 @@ class S3Store(Store):
     def _verify_upload(self, key: str, digest: _Digest) -> None:
         head = self._head(key)
         if head is None:
-            raise StoreError(f"Uploading {key} to {self.url} failed (the object is missing right after the upload); the snapshot was not marked complete, so a rerun is safe.")
+            raise StoreError(f"Uploading {_shown(key)} to {self.url} failed (the object is missing right after the upload); the snapshot was not marked complete, so a rerun is safe.")
         problem = None
         if head["ContentLength"] != digest.size:
             problem = f"{head['ContentLength']} bytes stored, {digest.size} expected"
@@ -412,16 +556,16 @@ class S3Store(Store):
             else:
                 log.debug("%s: the server returned no SHA-256 checksum; checked size and metadata only", key)
         if problem:
-            raise StoreError(f"Uploading {key} to {self.url} failed verification ({problem}); the snapshot was not marked complete, so a rerun is safe.")
+            raise StoreError(f"Uploading {_shown(key)} to {self.url} failed verification ({problem}); the snapshot was not marked complete, so a rerun is safe.")
 
     def _copy(self, tm: Any, src_key: str, dst_key: str, src_head: dict) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             tm.copy(
-                {"Bucket": self.bucket, "Key": self._key(src_key)},
+                {"Bucket": self.bucket, "Key": self._raw(src_key)},
                 self.bucket,
-                self._key(dst_key),
+                self._raw(dst_key),
                 extra_args={"ChecksumAlgorithm": "SHA256"},
             ).result()
         except (BotoCoreError, ClientError) as exc:
@@ -453,7 +597,7 @@ class S3Store(Store):
                 # CopyObject recomputes a full-object checksum; compare it with the source's sha256.
                 problem = "S3's SHA-256 checksum differs from the source's"
         if problem:
-            raise StoreError(f"Copying {src_key} to {dst_key} in {self.url} failed verification ({problem}); the snapshot was not marked complete, so a rerun is safe.")
+            raise StoreError(f"Copying {_shown(src_key)} to {_shown(dst_key)} in {self.url} failed verification ({problem}); the snapshot was not marked complete, so a rerun is safe.")
 
     # --- staging and committing --------------------------------------------------
     def _staging_path(self, prefix: str) -> Path:
@@ -471,23 +615,27 @@ class S3Store(Store):
         return root
 
     def commit_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
+        """A new version of ``prefix`` from ``staging`` (and ``reuse``), switched to by its pointer
+        ``prefix/_SUCCESS``, written last; then the old version goes (see the module docstring)."""
         staging = Path(staging)
-        prefix = prefix.strip("/")
-        base = f"{prefix}/" if prefix else ""
+        prefix = self._norm(prefix)
+        if not prefix:
+            raise StoreError(f"Cannot commit a folder as the root of {self.url}; name a prefix.")
         reuse = {name.strip("/"): src for name, src in (reuse or {}).items()}
-        success_key = f"{base}{SUCCESS}"
 
-        complete = self.exists(success_key)
-        if complete and not replace:
+        had_pointer, old_version = self._read_pointer(prefix)
+        self._pins[prefix] = old_version  # reuse sources inside the prefix resolve to the version in place now
+        if had_pointer and self.is_complete(prefix) and not replace:
             raise SnapshotExists(f"{prefix} is already complete in {self.url}; snapshots are immutable (use --force to replace it).")
 
-        # Every reuse source must exist before anything is deleted.
-        sources: dict[str, dict] = {}
+        # Every reuse source must exist before anything is written.
+        sources: dict[str, tuple[str, dict]] = {}
         for name, src in reuse.items():
-            head = self._head(src)
+            phys = self._resolve(self._norm(src))
+            head = self._head(phys)
             if head is None:
-                raise FileNotFoundError(f"{src} (to reuse as {base}{name}) does not exist in {self.url}.")
-            sources[name] = head
+                raise FileNotFoundError(f"{src} (to reuse as {prefix}/{name}) does not exist in {self.url}.")
+            sources[name] = (phys, head)
 
         files = {
             p.relative_to(staging).as_posix(): p
@@ -497,44 +645,90 @@ class S3Store(Store):
         success_path = staging / SUCCESS
         success_data = success_path.read_bytes() if success_path.is_file() else b""
 
-        temp_area = None
-        with self._transfer_manager(copy=True) as copier:
-            try:
-                # Sources inside the prefix are about to be deleted: park copies outside it first.
-                moved: dict[str, str] = {}
-                for name, src in reuse.items():
-                    if _under(src.strip("/"), prefix):
-                        if temp_area is None:
-                            temp_area = f".staging/reuse-{uuid.uuid4().hex}"
-                        tmp = f"{temp_area}/{name}"
-                        self._copy(copier, src, tmp, sources[name])
-                        moved[name] = tmp
-                        sources[name] = self._head(tmp) or sources[name]
-                reuse = {**reuse, **moved}
-
-                if complete:
-                    self._delete_keys([success_key])  # first: the old snapshot stops looking complete
-                self.delete_prefix(prefix)  # the replaced snapshot, or an interrupted run's leftovers
-
-                with self._transfer_manager() as uploader, ThreadPoolExecutor(self.max_workers, thread_name_prefix="s3-commit") as pool:
-                    futures: list[Future] = [pool.submit(self._put_file, uploader, base + name, path) for name, path in files.items()]
-                    futures += [pool.submit(self._copy, copier, src, base + name, sources[name]) for name, src in reuse.items()]
-                    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-                    for f in pending:
-                        f.cancel()
-                    wait(pending)
-                    for f in futures:
-                        if f.done() and not f.cancelled() and f.exception() is not None:
-                            raise f.exception()  # type: ignore[misc]
-
-                self.put_bytes(success_key, success_data)  # last: the snapshot is now complete
-            finally:
-                if temp_area is not None:
-                    try:
-                        self.delete_prefix(temp_area)
-                    except StoreError:
-                        log.warning("Could not remove the temporary copies under %s in %s", temp_area, self.url)
+        version = new_version()
+        vbase = f"{prefix}/{VERSIONS}/{version}"
+        switching = False
+        try:
+            with self._transfer_manager(copy=True) as copier, self._transfer_manager() as uploader, \
+                    ThreadPoolExecutor(self.max_workers, thread_name_prefix="s3-commit") as pool:
+                futures: list[Future] = [pool.submit(self._put_file, uploader, f"{vbase}/{name}", path) for name, path in files.items()]
+                futures += [pool.submit(self._copy, copier, src, f"{vbase}/{name}", head) for name, (src, head) in sources.items()]
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                for f in pending:
+                    f.cancel()
+                wait(pending)
+                for f in futures:
+                    if f.done() and not f.cancelled() and f.exception() is not None:
+                        raise f.exception()  # type: ignore[misc]
+            self._put_bytes(f"{vbase}/{SUCCESS}", success_data)
+            current = self._read_pointer(prefix)[1]  # what the switch replaces (another writer's, at worst)
+            switching = True
+            self._put_bytes(f"{prefix}/{SUCCESS}", pointer_body(version))  # the switch: readers now see this version
+        except BaseException:
+            if not switching:  # never named by a pointer: invisible; removed now (or by a later commit)
+                try:
+                    self.delete_prefix(vbase)
+                except Exception:  # noqa: BLE001
+                    log.warning("Could not remove the partial version %s in %s", vbase, self.url)
+            raise
+        self._pins[prefix] = version
+        # After the switch: the versions replaced (named by the pointer when this commit began and
+        # just before its switch), plain keys (an older layout, or leftovers), and versions of
+        # interrupted commits once they are STALE_VERSION_AGE old; never a version another writer
+        # may still be uploading, so concurrent commits of one prefix leave the last pointer's whole.
+        replaced = {v for v in (old_version, current) if v is not None and v != version}
+        cutoff = dt.datetime.now(dt.timezone.utc) - STALE_VERSION_AGE
+        stale = []
+        for o in self._list_raw(f"{self._raw(prefix)}/"):
+            inner = o.key[len(prefix) + 1:]
+            if inner == SUCCESS or o.key.startswith(vbase + "/"):
+                continue
+            if not inner.startswith(VERSIONS + "/"):
+                stale.append(o.key)
+                continue
+            v = inner.split("/")[1]
+            started = _version_time(v)
+            if v in replaced or started is None or started < cutoff:
+                stale.append(o.key)
+        try:
+            self._delete_keys(stale)
+        except StoreError as exc:
+            log.warning("Committed %s, but could not remove the replaced files: %s", prefix, exc)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _version_time(version: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(version.split("Z-", 1)[0], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+def _shown(key: str) -> str:
+    """A physical key as the store key it holds (``P/.versions/<v>/x`` -> ``P/x``), for messages."""
+    return re.sub(rf"/{re.escape(VERSIONS)}/[^/]+(?=/|$)", "", key)
+
+
+def new_version() -> str:
+    """A version name: sorts by commit time, never repeats."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
+
+
+def pointer_body(version: str) -> bytes:
+    return json.dumps({"format": POINTER_FORMAT, "version": version}).encode() + b"\n"
+
+
+def _pointer_version(body: bytes) -> str | None:
+    """The version a ``_SUCCESS`` object names; None for a plain marker."""
+    if len(body) > POINTER_MAX or not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        d = json.loads(body)
+    except ValueError:
+        return None
+    version = d.get("version") if isinstance(d, dict) and d.get("format") == POINTER_FORMAT else None
+    return version if isinstance(version, str) and version and "/" not in version and version not in (".", "..") else None
 
 
 def _hidden(rel_key: str) -> bool:
