@@ -4,7 +4,16 @@ Import it from ``tests/conftest.py`` (``from conftest_hub import hub_server  # n
 module. ``huggingface_hub.constants`` and ``datasets.config`` read ``HF_ENDPOINT``, the cache folders and
 ``HF_HUB_DISABLE_XET`` once, at import time, so setting the environment is not enough in a running process:
 :func:`point_clients_at` also monkeypatches those module constants (``ENDPOINT``, the ``resolve`` URL
-templates, cache paths, ...), and everything is restored when the test ends.
+templates, cache paths, ``HF_HUB_DISABLE_XET``, ...), and everything is restored when the test ends.
+
+The clients upload and download through Xet, as in production (huggingface_hub uses Xet whenever ``hf_xet``
+imports). To run a test once with Xet and once with the LFS protocol (``HF_HUB_DISABLE_XET=1``, the bridge
+the real Hub keeps for clients without Xet), parametrize the fixture indirectly::
+
+    @pytest.mark.parametrize("hub_server", ["xet", "lfs"], indirect=True)
+    def test_something(hub_server): ...
+
+``"xet-off-hub"`` runs the clients with Xet against a Hub without Xet (its token routes answer 404).
 """
 
 from __future__ import annotations
@@ -20,9 +29,13 @@ from hub_server import HubServer, start_hub_server
 
 __all__ = ["hub_server", "point_clients_at"]
 
+MODES = ("xet", "lfs", "xet-off-hub")
 
-def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str, home: Path) -> None:
-    """Make ``huggingface_hub`` and ``datasets`` use ``endpoint`` with ``token``, caching under ``home``."""
+
+def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str, home: Path, *,
+                     xet: bool = True) -> None:
+    """Make ``huggingface_hub`` and ``datasets`` use ``endpoint`` with ``token``, caching under ``home``;
+    ``xet=False`` turns the clients' Xet off (``HF_HUB_DISABLE_XET=1``: the LFS protocol)."""
     # Import first, so that import-time constants come from the real environment and are restored to it.
     import huggingface_hub
     from huggingface_hub import constants
@@ -38,7 +51,7 @@ def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str,
     datasets_cache = hf_home / "datasets"
     env = {
         "HF_ENDPOINT": endpoint,
-        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_XET": "0" if xet else "1",  # also for the CLI's subprocesses
         "HF_TOKEN": token,
         "HF_HOME": str(hf_home),
         "HF_HUB_CACHE": str(hub_cache),
@@ -57,7 +70,7 @@ def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str,
         "ENDPOINT": endpoint,
         "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
         "HF_URL_HOSTS": constants.HF_URL_HOSTS | {urlsplit(endpoint).hostname},
-        "HF_HUB_DISABLE_XET": True,
+        "HF_HUB_DISABLE_XET": not xet,
         "HF_HUB_OFFLINE": False,
         "HF_HUB_DISABLE_TELEMETRY": True,
         "HF_HUB_DISABLE_UPDATE_CHECK": True,
@@ -95,16 +108,22 @@ def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str,
 
 
 @pytest.fixture
-def hub_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+def hub_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               monkeypatch: pytest.MonkeyPatch):
     """A running local Hub; ``HF_ENDPOINT``/``HF_TOKEN``/caches point at it for the duration of the test.
 
     The server only accepts ``hub_server.token`` (a fresh random string per test, also in ``HF_TOKEN``).
+    ``hub_server.mode`` is the parameter (``"xet"`` unless parametrized, see the module docstring).
     """
+    mode = getattr(request, "param", "xet")
+    if mode not in MODES:
+        raise ValueError(f"hub_server mode must be one of {MODES}, not {mode!r}")
     root = tmp_path_factory.mktemp("hub")
     token = "hf_local_" + secrets.token_hex(16)
-    server: HubServer = start_hub_server(root / "storage", token=token)
+    server: HubServer = start_hub_server(root / "storage", token=token, xet=(mode != "xet-off-hub"))
+    server.mode = mode
     try:
-        point_clients_at(monkeypatch, server.endpoint, token, root)
+        point_clients_at(monkeypatch, server.endpoint, token, root, xet=(mode != "lfs"))
         yield server
         if server.crashes:
             pytest.fail("the local test Hub crashed:\n" + "\n".join(server.crashes), pytrace=False)

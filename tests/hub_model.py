@@ -3,15 +3,19 @@
 A repository is a list of commits; every commit holds a *full tree snapshot*
 (``path -> Entry``), so any revision (branch, tag or commit sha) can be read
 without replaying history. File contents live in a :class:`BlobStore`,
-content-addressed by sha256 on disk. Nothing here speaks HTTP.
+content-addressed by sha256 on disk, or, for files uploaded through Xet, in the
+local Xet CAS (:class:`XetCas`), from which they are reconstructed with hf_xet
+when a client reads them without Xet. Nothing here speaks HTTP.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import glob
 import hashlib
 import os
 import re
+import struct
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -50,12 +54,14 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One file in a tree. ``oid`` is the git blob id (of the LFS pointer for LFS files)."""
+    """One file in a tree. ``oid`` is the git blob id (of the LFS pointer for LFS files); ``xet_hash`` is the
+    Xet file hash of an LFS file whose content is in the Xet CAS (uploaded through Xet), else None."""
 
     size: int
     sha256: str
     lfs: bool
     oid: str
+    xet_hash: str | None = None
 
     @property
     def pointer_size(self) -> int:
@@ -66,9 +72,9 @@ class Entry:
         return cls(len(data), hashlib.sha256(data).hexdigest(), False, git_blob_oid(data))
 
     @classmethod
-    def lfs_file(cls, sha256: str, size: int) -> Entry:
+    def lfs_file(cls, sha256: str, size: int, xet_hash: str | None = None) -> Entry:
         pointer = LFS_POINTER.format(oid=sha256, size=size).encode()
-        return cls(size, sha256, True, git_blob_oid(pointer))
+        return cls(size, sha256, True, git_blob_oid(pointer), xet_hash)
 
 
 @dataclass
@@ -92,7 +98,7 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    lfs_objects: set[str] = field(default_factory=set)  # sha256 of LFS objects uploaded to this repo
+    lfs_objects: set[str] = field(default_factory=set)  # sha256 of large files uploaded to this repo (LFS or Xet)
 
     # --- revisions -----------------------------------------------------------
     def resolve(self, revision: str) -> Commit | None:
@@ -271,13 +277,168 @@ def iter_body(stream: BinaryIO, length: int | None, chunked: bool, block: int = 
             yield data
 
 
+# --- Xet ------------------------------------------------------------------------------------------------
+# The shard ("MDB") format of xet-core (spec/shard.md): a 48-byte header, then the file-info section: per file a
+# 48-byte FileDataSequenceHeader (file hash, flags, number of entries), that many 48-byte FileDataSequenceEntry
+# (xorb hash, flags, unpacked bytes, chunk range), the same number of verification entries if flagged, and one
+# FileMetadataExt (sha256 + 16 reserved bytes) if flagged; a header whose hash is all 0xFF ends the section.
+# All integers are little-endian. A hash is four u64 stored little-endian; its text form writes each u64 as 16 hex
+# digits, i.e. reverses the bytes of every 8-byte group. The sha256 of the metadata extension is stored the same
+# way (checked against hf_xet 1.8.0: a plain ``.hex()`` of those 32 bytes is not the file's sha256).
+MDB_HEADER_SIZE = 48
+MDB_ENTRY_SIZE = 48
+MDB_FILE_FLAG_WITH_VERIFICATION = 1 << 31
+MDB_FILE_FLAG_WITH_METADATA_EXT = 1 << 30
+_BOOKEND = b"\xff" * 32
+
+
+def xet_hash_hex(raw: bytes) -> str:
+    """The text form of a 32-byte Xet (Merkle) hash: each 8-byte group is a little-endian u64 printed as hex."""
+    if len(raw) != 32:
+        raise ValueError("a Xet hash has 32 bytes")
+    return "".join(raw[i:i + 8][::-1].hex() for i in range(0, 32, 8))
+
+
+@dataclass(frozen=True)
+class XetFile:
+    xet_hash: str
+    sha256: str | None
+    size: int
+
+
+def shard_files(data: bytes) -> list[XetFile]:
+    """The files a shard describes (its file-info section), with their sha256 when the shard carries it."""
+    out: list[XetFile] = []
+    offset = MDB_HEADER_SIZE
+    while offset + MDB_ENTRY_SIZE <= len(data):
+        file_hash = data[offset:offset + 32]
+        flags, n_entries = struct.unpack_from("<II", data, offset + 32)
+        offset += MDB_ENTRY_SIZE
+        if file_hash == _BOOKEND:
+            break
+        size = sum(struct.unpack_from("<I", data, offset + i * MDB_ENTRY_SIZE + 36)[0] for i in range(n_entries))
+        offset += n_entries * MDB_ENTRY_SIZE
+        if flags & MDB_FILE_FLAG_WITH_VERIFICATION:
+            offset += n_entries * MDB_ENTRY_SIZE
+        sha256 = None
+        if flags & MDB_FILE_FLAG_WITH_METADATA_EXT:
+            sha256 = xet_hash_hex(data[offset:offset + 32])
+            offset += MDB_ENTRY_SIZE
+        out.append(XetFile(xet_hash_hex(file_hash), sha256, size))
+    return out
+
+
+class XetCas:
+    """The Xet content-addressed store of the local Hub: a folder hf_xet's ``LocalClient`` writes to and reads
+    from when the token routes answer ``casUrl = "local://<root>"`` (the hf_xet wheel's own CAS for tests).
+
+    hf_xet 1.8.0 writes xorbs to ``<root>/xet/xorbs/xorbs/default.<hash>`` and shards to
+    ``<root>/xet/xorbs/shards/<hash>.mdb``; a stored xorb is byte for byte what the client sent
+    (``xorb_bytes_uploaded``), a stored shard is the upload plus its 200-byte footer.
+    """
+
+    SHARD_FOOTER_SIZE = 200
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = f"local://{self.root}"
+        self._lock = threading.Lock()
+        self._parsed: set[str] = set()
+        self._by_sha256: dict[str, XetFile] = {}
+        self._by_hash: dict[str, XetFile] = {}
+        self._session = None
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.root / "xet" / "xorbs" / "shards"
+
+    @property
+    def xorb_dir(self) -> Path:
+        return self.root / "xet" / "xorbs" / "xorbs"
+
+    def refresh(self) -> None:
+        """Read the shards written since the last call."""
+        with self._lock:
+            for path in sorted(glob.glob(str(self.shard_dir / "*.mdb"))):
+                if path in self._parsed:
+                    continue
+                for f in shard_files(Path(path).read_bytes()):
+                    self._by_hash[f.xet_hash] = f
+                    if f.sha256 is not None:
+                        self._by_sha256[f.sha256] = f
+                self._parsed.add(path)
+
+    def by_sha256(self, sha256: str) -> XetFile | None:
+        found = self._by_sha256.get(sha256)
+        if found is None:
+            self.refresh()
+            found = self._by_sha256.get(sha256)
+        return found
+
+    def by_hash(self, xet_hash: str) -> XetFile | None:
+        found = self._by_hash.get(xet_hash)
+        if found is None:
+            self.refresh()
+            found = self._by_hash.get(xet_hash)
+        return found
+
+    def usage(self) -> dict[str, int]:
+        """What the clients uploaded so far: bytes and counts of stored xorbs and shards."""
+        xorbs = [p for p in glob.glob(str(self.xorb_dir / "default.*")) if not p.endswith(".tagset")]
+        shards = glob.glob(str(self.shard_dir / "*.mdb"))
+        return {
+            "xorbs": len(xorbs), "xorb_bytes": sum(os.path.getsize(p) for p in xorbs),
+            "shards": len(shards),
+            "shard_bytes": sum(max(0, os.path.getsize(p) - self.SHARD_FOOTER_SIZE) for p in shards),
+        }
+
+    def reconstruct(self, f: XetFile, target: Path) -> None:
+        """Write the file's bytes to ``target``, reconstructed from this CAS by hf_xet (as a Xet client would)."""
+        import hf_xet
+
+        with self._lock:
+            if self._session is None:
+                self._session = hf_xet.XetSession()
+            session = self._session
+        with session.new_file_download_group(endpoint=self.url) as group:
+            group.start_download_file(hf_xet.XetFileInfo(f.xet_hash, f.size), str(target))
+
+
 class HubState:
     """All repositories of the local Hub, guarded by one lock."""
 
     def __init__(self, storage_dir: Path):
         self.lock = threading.RLock()
         self.blobs = BlobStore(Path(storage_dir) / "blobs")
+        self.cas = XetCas(Path(storage_dir) / "cas")
         self.repos: dict[tuple[str, str], Repo] = {}
+        self._materialising = threading.Lock()
+
+    def blob_path(self, entry: Entry) -> Path:
+        """The file holding ``entry``'s bytes; a file that only the Xet CAS holds is reconstructed first."""
+        path = self.blobs.path(entry.sha256)
+        if path.is_file() or entry.xet_hash is None:
+            return path
+        with self._materialising:
+            if not path.is_file():
+                f = self.cas.by_hash(entry.xet_hash)
+                if f is None:
+                    raise FileNotFoundError(f"Xet file {entry.xet_hash} is not in the local CAS")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".xet-")
+                os.close(fd)
+                try:
+                    self.cas.reconstruct(f, Path(tmp))
+                    digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+                    if digest != entry.sha256:
+                        raise ValueError(f"Xet file {entry.xet_hash} reconstructs to sha256 {digest}, "
+                                         f"not {entry.sha256}")
+                    os.replace(tmp, path)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+        return path
 
     def get(self, repo_type: str, repo_id: str) -> Repo | None:
         return self.repos.get((repo_type, repo_id))

@@ -22,13 +22,35 @@ both libraries at it). It binds ``127.0.0.1`` on a free port and serves, for mod
   ``X-Linked-Size``, ``Content-Length`` and ``Range``. Revisions are branch names, tag names or commit shas
   (URL-encoded). Every commit is a full tree snapshot; blobs are stored by sha256 under ``storage_dir``.
 
+Xet, as the real Hub speaks it to ``huggingface_hub`` 2.4 + ``hf_xet`` 1.8 (on unless ``xet=False``):
+
+* ``GET /api/{type}s/{repo}/xet-write-token/{rev}`` (write access) and ``.../xet-read-token/{rev}`` (read access)
+  answer JSON ``{"accessToken", "exp", "casUrl"}`` (what hf_xet's token refresh reads) and the same in the
+  headers ``X-Xet-Cas-Url``, ``X-Xet-Access-Token``, ``X-Xet-Token-Expiration`` (what huggingface_hub reads).
+  ``casUrl`` is ``local://<storage_dir>/cas``: hf_xet's own ``LocalClient`` then chunks, dedups, stores and
+  reconstructs for real in that folder (``hub_model.XetCas``), and nothing of the data passes through HTTP here;
+* on commit, an ``lfsFile`` whose sha256 is not an LFS object of the repo is looked up in the shards the client
+  wrote to the CAS (their metadata extension carries each file's sha256) and becomes an LFS entry with its Xet
+  file hash; tree and paths-info listings then carry ``xetHash`` next to ``lfs``;
+* ``resolve`` of such a file answers, like the real Hub, ``302`` with ``X-Xet-Hash``,
+  ``Link: <.../xet-read-token/{commit}>; rel="xet-auth"``, ``X-Linked-Size``, ``X-Linked-Etag`` and a
+  ``Location`` on another host (``localhost`` instead of ``127.0.0.1``, playing the CAS bridge, so the client's
+  ``HEAD`` does not follow it). A Xet client reconstructs the file from the CAS; an LFS-only client
+  (``HF_HUB_DISABLE_XET=1``) follows the redirect to ``/_xet-bridge/<hash>?sig=...``, which serves the bytes
+  (ranges too) reconstructed with hf_xet's download API from the same CAS;
+* LFS-only clients keep working as before; the LFS batch API also skips objects the repo holds through Xet.
+  With ``xet=False`` (or ``server.xet = False``) the token routes answer 404, as on a Hub without Xet.
+
 Auth: any ``Authorization: Bearer <token>`` is accepted, unless the server was given ``token=``, in which case
 other tokens get 401. Private repos answer 401 to anonymous requests, gated repos refuse anonymous downloads.
 Request headers are never logged.
 
 Test hooks: ``server.counters`` (a ``Counter``) counts requests per endpoint name (``"commit"``,
-``"preupload"``, ``"lfs_batch"``, ``"lfs_upload"``, ``"resolve_get"``, ``"tree"``, ...), plus
-``"commits_created"`` (commits that landed) and ``"lfs_files_uploaded"`` (LFS objects received).
+``"preupload"``, ``"lfs_batch"``, ``"lfs_upload"``, ``"resolve_get"``, ``"tree"``, ``"xet_write_token"``,
+``"xet_read_token"``, ``"xet_bridge_get"``, ...), plus ``"commits_created"`` (commits that landed),
+``"lfs_files_uploaded"`` (LFS objects received) and ``"xet_files_committed"`` (files committed from the Xet CAS).
+``server.cas_usage()`` gives the bytes of xorbs and shards clients stored in the CAS (diff it around a push to
+measure what the push sent).
 ``server.fail_next(method, path_regex, times=1, status=500, when="before")`` makes the next matching requests
 fail; ``when="after"`` applies the request first and then answers the error (a commit that landed although the
 client saw a 500). ``server.head(repo_id)``, ``server.files(repo_id, rev)`` and ``server.read(repo_id, path)``
@@ -49,12 +71,15 @@ backoff; its ``GET`` is retried only on 408/429 (and resumed after connection er
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import re
 import secrets
 import shutil
 import tempfile
 import threading
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass
@@ -75,6 +100,8 @@ from hub_model import (
     iter_body,
     matches_gitattributes,
 )
+
+XET_TOKEN_TTL = 3600  # seconds a Xet access token is valid
 
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -104,10 +131,15 @@ ROUTES = [
     ("POST", _GIT + r"/batch$", "lfs_batch", "lfs_batch"),
     ("POST", _GIT + r"/verify$", "lfs_verify", "lfs_verify"),
     ("PUT", r"^/_lfs-upload/(?P<ticket>[0-9a-f]+)$", "lfs_upload", "lfs_upload"),
+    ("GET", _API + r"/xet-write-token/" + _REV + r"$", "xet_write_token", "xet_write_token"),
+    ("GET", _API + r"/xet-read-token/" + _REV + r"$", "xet_read_token", "xet_read_token"),
+    ("GET", r"^/_xet-bridge/(?P<xet_hash>[0-9a-f]{64})$", "xet_bridge_get", "xet_bridge"),
+    ("HEAD", r"^/_xet-bridge/(?P<xet_hash>[0-9a-f]{64})$", "xet_bridge_head", "xet_bridge"),
     ("GET", _WEB + r"/resolve/" + _REV + r"/(?P<path>.+)$", "resolve_get", "resolve"),
     ("HEAD", _WEB + r"/resolve/" + _REV + r"/(?P<path>.+)$", "resolve_head", "resolve"),
 ]
 _COMPILED = [(method, re.compile(rx), name, fn) for method, rx, name, fn in ROUTES]
+_NO_AUTH = ("lfs_upload", "xet_bridge_get", "xet_bridge_head")  # signed or ticketed URLs, like the real ones
 
 
 class HubError(Exception):
@@ -197,7 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(fault.status, fault.message, headers=fault.headers)
             if fn is None:
                 raise HubError(404, f"Not found: {method} {self.raw_path} (not implemented by the local test Hub)")
-            self._authenticate(exempt=(name == "lfs_upload"))
+            self._authenticate(exempt=(name in _NO_AUTH))
             reply = getattr(self, fn)(**params)
             if fault is not None:  # when == "after": the request took effect, the client sees an error
                 raise HubError(fault.status, fault.message, headers=fault.headers)
@@ -298,6 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
         info = {"type": "file", "oid": entry.oid, "size": entry.size, "path": path}
         if entry.lfs:
             info["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": entry.pointer_size}
+        if entry.xet_hash is not None:
+            info["xetHash"] = entry.xet_hash
         if expand:
             info["lastCommit"] = self._last_commit(repo, commit, path, False)
         return info
@@ -517,14 +551,52 @@ class _Handler(BaseHTTPRequestHandler):
                    "Content-Type": "application/octet-stream"}
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
-        reply = _Reply(200, headers=headers, file=self.state.blobs.path(entry.sha256))
+        if entry.xet_hash is not None and self.hub.xet:
+            # As the real Hub: a redirect to the CAS bridge on another host, with what a Xet client needs.
+            token_route = f"{self.hub.endpoint}/api/{type or 'models'}/{repo.repo_id}/xet-read-token/{commit.oid}"
+            headers.update({"X-Xet-Hash": entry.xet_hash, "Link": f'<{token_route}>; rel="xet-auth"',
+                            "Location": self.hub.bridge_url(entry.xet_hash)})
+            return _Reply(302, headers=headers)
+        return self._serve(self.state.blob_path(entry), entry.size, headers)
+
+    def _serve(self, path: Path, size: int, headers: dict) -> _Reply:
+        reply = _Reply(200, headers=headers, file=path)
         byte_range = self.headers.get("Range")
         if byte_range and self.command == "GET":
-            reply.file_range = self._parse_range(byte_range, entry.size)
+            reply.file_range = self._parse_range(byte_range, size)
             start, end = reply.file_range
             reply.status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         return reply
+
+    # --- Xet -----------------------------------------------------------------------------
+    def xet_write_token(self, type, ns, name, rev) -> _Reply:
+        return self._xet_token(self._repo(type, ns, name, write=True), rev, write=True)
+
+    def xet_read_token(self, type, ns, name, rev) -> _Reply:
+        return self._xet_token(self._repo(type, ns, name, download=True), rev, write=False)
+
+    def _xet_token(self, repo: Repo, rev: str, write: bool) -> _Reply:
+        if not self.hub.xet:
+            raise HubError(404, f"Not found: GET {self.raw_path} (Xet is turned off on this local test Hub)")
+        if not (write and unquote(rev) == "None"):  # a write token for a PR names no revision
+            with self.state.lock:
+                self._commit(repo, rev)
+        cas_url = self.state.cas.url
+        token = "xet_local_" + secrets.token_hex(16)
+        exp = int(time.time()) + XET_TOKEN_TTL
+        return _json({"accessToken": token, "exp": exp, "casUrl": cas_url},
+                     headers={"X-Xet-Cas-Url": cas_url, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(exp)})
+
+    def xet_bridge(self, xet_hash) -> _Reply:
+        if not hmac.compare_digest((self.query.get("sig") or [""])[0], self.hub._sign(xet_hash)):
+            raise HubError(403, "Invalid or expired signature")
+        f = self.state.cas.by_hash(xet_hash)
+        if f is None or f.sha256 is None:
+            raise HubError(404, f"Xet file {xet_hash} not found")
+        entry = Entry.lfs_file(f.sha256, f.size, xet_hash)
+        headers = {"ETag": f'"{f.sha256}"', "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        return self._serve(self.state.blob_path(entry), f.size, headers)
 
     @staticmethod
     def _parse_range(value: str, size: int) -> tuple[int, int]:
@@ -572,7 +644,8 @@ class _Handler(BaseHTTPRequestHandler):
             for obj in body.get("objects", []):
                 oid, size = obj["oid"], int(obj["size"])
                 out = {"oid": oid, "size": size, "authenticated": True}
-                if not (oid in repo.lfs_objects and self.state.blobs.exists(oid)):
+                held = oid in repo.lfs_objects and (self.state.blobs.exists(oid) or self.state.cas.by_sha256(oid))
+                if not held:
                     ticket = secrets.token_hex(16)
                     self.hub._tickets[ticket] = (repo.repo_type, repo.repo_id, oid, size)
                     out["actions"] = {"upload": {"href": f"{self.hub.endpoint}/_lfs-upload/{ticket}", "header": {}},
@@ -645,10 +718,19 @@ class _Handler(BaseHTTPRequestHandler):
             tree[path] = Entry.regular(data)
         elif key == "lfsFile":
             oid = value["oid"]
-            if oid not in repo.lfs_objects or not self.state.blobs.exists(oid):
-                raise HubError(400, f"LFS object {oid} for {path} was never uploaded to this repository")
             size = value.get("size")
-            tree[path] = Entry.lfs_file(oid, int(size) if size is not None else self.state.blobs.path(oid).stat().st_size)
+            xet = self.state.cas.by_sha256(oid)  # uploaded through Xet: the client's shard names its sha256
+            if oid in repo.lfs_objects and self.state.blobs.exists(oid):
+                size = int(size) if size is not None else self.state.blobs.path(oid).stat().st_size
+                tree[path] = Entry.lfs_file(oid, size, xet.xet_hash if xet else None)
+            elif xet is not None:
+                if size is not None and int(size) != xet.size:
+                    raise HubError(400, f"Size of {path} ({size}) differs from its Xet file's ({xet.size})")
+                tree[path] = Entry.lfs_file(oid, xet.size, xet.xet_hash)
+                repo.lfs_objects.add(oid)  # the repo holds it now: an LFS client is not asked to upload it again
+                self.hub._count("xet_files_committed")
+            else:
+                raise HubError(400, f"LFS object {oid} for {path} was never uploaded to this repository")
         elif key == "deletedFile":
             if tree.pop(path, None) is None:
                 raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
@@ -672,13 +754,15 @@ class HubServer:
     """A running local Hub. Use :func:`start_hub_server` to get one."""
 
     def __init__(self, storage_dir: str | Path | None = None, *, token: str | None = None,
-                 user: str = DEFAULT_USER, page_size: int = 1000):
+                 user: str = DEFAULT_USER, page_size: int = 1000, xet: bool = True):
         self._own_dir = storage_dir is None
         self.storage_dir = Path(tempfile.mkdtemp(prefix="local-hub-")) if storage_dir is None else Path(storage_dir)
         self.state = HubState(self.storage_dir)
         self.token = token
         self.user = user
         self.page_size = page_size
+        self.xet = xet  # False: the Xet token routes answer 404 and resolve sends no Xet headers
+        self._bridge_key = secrets.token_bytes(16)
         self.counters: Counter[str] = Counter()
         self.crashes: list[str] = []  # tracebacks of bugs in this server (answered with HTTP 500)
         self._lock = threading.Lock()
@@ -687,6 +771,9 @@ class HubServer:
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.hub = self
         self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        # The CAS bridge is this server under another host name: clients treat it as a CDN (no auth header,
+        # not followed by the HEAD of hf_hub_download), as they treat the real Hub's cas-bridge host.
+        self.bridge_endpoint = f"http://localhost:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="local-hub", daemon=True)
 
     def start(self) -> HubServer:
@@ -735,7 +822,19 @@ class HubServer:
             return dict(commit.tree)
 
     def read(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "dataset") -> bytes:
-        return self.state.blobs.read(self.files(repo_id, revision, repo_type)[path].sha256)
+        """The bytes of a file (reconstructed from the Xet CAS if it was uploaded through Xet)."""
+        return self.state.blob_path(self.files(repo_id, revision, repo_type)[path]).read_bytes()
+
+    def cas_usage(self) -> dict[str, int]:
+        """Xorbs and shards the clients stored in the Xet CAS so far (``xorbs``, ``xorb_bytes``, ``shards``,
+        ``shard_bytes``): byte for byte what hf_xet uploaded (shards without their footer)."""
+        return self.state.cas.usage()
+
+    def bridge_url(self, xet_hash: str) -> str:
+        return f"{self.bridge_endpoint}/_xet-bridge/{xet_hash}?sig={self._sign(xet_hash)}"
+
+    def _sign(self, xet_hash: str) -> str:
+        return hmac.new(self._bridge_key, xet_hash.encode(), hashlib.sha256).hexdigest()[:32]
 
     # --- used by the handler ---------------------------------------------------------
     def _count(self, name: str) -> None:
@@ -753,10 +852,11 @@ class HubServer:
 
 
 def start_hub_server(storage_dir: str | Path | None = None, *, token: str | None = None,
-                     page_size: int = 1000) -> HubServer:
+                     page_size: int = 1000, xet: bool = True) -> HubServer:
     """Start a local Hub on ``127.0.0.1`` (free port) in a background thread.
 
     Returns the :class:`HubServer` (``.endpoint``, ``.stop()``, ``.counters``, ``.fail_next(...)``).
-    Blobs go to ``storage_dir`` (a temporary folder, removed on ``stop()``, if omitted).
+    Blobs and the Xet CAS go to ``storage_dir`` (a temporary folder, removed on ``stop()``, if omitted).
+    ``xet=False``: a Hub without Xet (its token routes answer 404).
     """
-    return HubServer(storage_dir, token=token, page_size=page_size).start()
+    return HubServer(storage_dir, token=token, page_size=page_size, xet=xet).start()

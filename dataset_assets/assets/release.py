@@ -47,8 +47,15 @@ def build_release_asset(card_key: dg.AssetKey, automation_condition=None) -> dg.
             "files_added": result.added_files,
             "files_deleted": result.deleted_files,
             "files_kept": result.kept_files,
-            "bytes_uploaded": dg.MetadataValue.int(result.added_bytes),
-            "bytes_kept": dg.MetadataValue.int(result.kept_bytes),
+            "bytes_uploaded": dg.MetadataValue.int(result.added_bytes),  # sizes of the files added
+            "bytes_kept": dg.MetadataValue.int(result.kept_bytes),  # files skipped: the Hub held them
+            "upload_protocol": result.protocol or "none",
+            "bytes_sent": dg.MetadataValue.int(result.sent_bytes),
+            **({} if result.xet_new_bytes is None else {
+                "xet_new_bytes": dg.MetadataValue.int(result.xet_new_bytes),
+                "xet_deduped_bytes": dg.MetadataValue.int(result.xet_deduped_bytes or 0),
+                "xet_sent_bytes": dg.MetadataValue.int(result.xet_sent_bytes or 0)}),
+            "upload": result.upload_summary(),
             "tables": ", ".join(tables),
             "dagster/row_count": sum(m.row_count for m in manifests),
             "load": dg.MetadataValue.md(load_markdown(result.repo_id, result.tag, tables)),

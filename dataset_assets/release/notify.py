@@ -1,7 +1,8 @@
 """Tell people a snapshot was published: one Slack-compatible webhook message.
 
 The message is ``{"text": "<one paragraph>"}`` (Slack incoming webhooks, Mattermost, Teams workflows and most
-chat tools accept it): the snapshot date, each table with its rows and size, the repo URL and how to load it.
+chat tools accept it): the snapshot date, each table with its rows and size, the repo URL, how to load it, and
+what the upload cost (files added and skipped, bytes sent, with Xet the new bytes after chunk dedup).
 
 Notifying is best effort: the snapshot is already on the Hub when it runs, so a webhook that cannot be reached
 or answers an error is retried a few times, then logged as a warning, and never fails the publish.
@@ -42,7 +43,7 @@ def message(result: PublishResult, manifests: Iterable[Manifest]) -> str:
         how = (f" Load it with `{load_snippet(result.repo_id, result.tag, manifests[0].table)}`"
                + (" (one subset per table)." if len(manifests) > 1 else "."))
     return (f"Snapshot {result.snapshot} of {result.repo_id} is published at {result.repo_url} "
-            f"(tag {result.tag}{commit}): {tables}.{how}")
+            f"(tag {result.tag}{commit}): {tables}.{how} Upload: {result.upload_summary()}.")
 
 
 def notify_webhook(

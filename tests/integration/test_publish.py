@@ -1,4 +1,5 @@
-"""``publish_snapshot`` against the local Hub, with the real ``huggingface_hub`` and ``datasets`` clients."""
+"""``publish_snapshot`` against the local Hub, with the real ``huggingface_hub`` and ``datasets`` clients, through
+Xet (the default, as in production) and, where it matters, through LFS (``HF_HUB_DISABLE_XET=1``)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def store(tmp_path) -> LocalStore:
 
 def publish(hub, store, date, **kwargs):
     kwargs.setdefault("log", lambda msg: None)
-    return publish_snapshot(store, date, REPO, token=hub.token, endpoint=hub.endpoint, retry_wait=0.01, **kwargs)
+    kwargs.setdefault("retry_wait", 0.01)
+    return publish_snapshot(store, date, REPO, token=hub.token, endpoint=hub.endpoint, **kwargs)
 
 
 def assert_repo_holds(hub, date: str, revision: str = "main", others: frozenset = frozenset()) -> None:
@@ -87,13 +89,37 @@ def assert_repo_holds(hub, date: str, revision: str = "main", others: frozenset 
     assert set(files) - {".gitattributes"} == expected | others
 
 
+XET_AND_LFS = pytest.mark.parametrize("hub_server", ["xet", "lfs"], indirect=True)
+
+
+def uploaded_files(hub) -> int:
+    """Shards that reached the Hub: LFS objects received, or files committed from the Xet CAS."""
+    return hub.counters["lfs_files_uploaded"] + hub.counters["xet_files_committed"]
+
+
+@XET_AND_LFS
 def test_publish_two_snapshots(hub_server, store):
     import datasets
 
+    xet = hub_server.mode == "xet"
+    cas = hub_server.cas_usage()
     first = publish(hub_server, store, FIRST, private=True, gated=True)
     assert first.commit_sha == hub_server.head(REPO) and first.tag == f"snapshot-{FIRST}" and first.committed
     assert (first.added_files, first.deleted_files, first.kept_files) == (7, 0, 0)
-    assert hub_server.counters["lfs_files_uploaded"] == 4
+    assert uploaded_files(hub_server) == 4
+    assert hub_server.counters["lfs_files_uploaded" if xet else "xet_files_committed"] == 0
+    # upload cost: the bytes the push reports sending are the bytes that reached the Hub's CAS
+    shard_bytes = sum(len(parquet(ids)) for ids in ([1, 2], [3], [4, 5], [7]))
+    inline = first.added_bytes - shard_bytes  # README.md and the manifests, sent inside the commit
+    assert first.protocol == ("xet" if xet else "lfs")
+    if xet:
+        arrived = hub_server.cas_usage()
+        assert first.xet_sent_bytes == (arrived["xorb_bytes"] - cas["xorb_bytes"]) + (
+            arrived["shard_bytes"] - cas["shard_bytes"]) > 0
+        assert first.sent_bytes == first.xet_sent_bytes + inline
+        assert 0 < first.xet_new_bytes <= shard_bytes
+    else:
+        assert first.sent_bytes == first.added_bytes and first.xet_new_bytes is None
     info = HfApi(endpoint=hub_server.endpoint).dataset_info(REPO)
     assert info.private is True and info.gated == "auto"
     assert first.repo_url == f"{hub_server.endpoint}/datasets/{REPO}"
@@ -104,9 +130,10 @@ def test_publish_two_snapshots(hub_server, store):
 
     hub_server.reset_counters()
     second = publish(hub_server, store, SECOND)
-    assert hub_server.counters["lfs_files_uploaded"] == 1  # only the changed shard
+    assert uploaded_files(hub_server) == 1  # only the changed shard
     assert hub_server.counters["commits_created"] == 1
     assert second.kept_files == 1 and second.kept_bytes == len(parquet([1, 2]))
+    assert "skipped 1 file" in second.upload_summary() and "already on the Hub" in second.upload_summary()
     assert sorted(second.deleted) == ["image/train-00002-000.parquet", "label/_manifest.json",
                                       "label/train-00000-000.parquet"]
     assert set(second.added) == {"README.md", "image/_manifest.json", "image/train-00001-000.parquet"}
@@ -123,10 +150,12 @@ def test_publish_two_snapshots(hub_server, store):
     again = publish(hub_server, store, SECOND)
     assert again.commit_sha == second.commit_sha and not again.committed
     assert (again.added_files, again.deleted_files, again.kept_files) == (0, 0, 4)  # 2 shards, card, manifest
-    assert hub_server.counters["commits_created"] == 0 and hub_server.counters["lfs_files_uploaded"] == 0
+    assert hub_server.counters["commits_created"] == 0 and uploaded_files(hub_server) == 0
+    assert again.sent_bytes == 0 and again.protocol == ""
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("hub_server", ["lfs"], indirect=True)  # the LFS upload PUT fails once
 def test_transient_500s_are_retried(hub_server, store, when):
     """A 500 on the commit (``after``: the commit landed but the answer was lost) and on an upload."""
     publish(hub_server, store, FIRST)
@@ -220,6 +249,7 @@ def test_existing_tag_with_other_content_is_refused(hub_server, store):
     assert hub_server.head(REPO) == first.commit_sha
 
 
+@pytest.mark.parametrize("hub_server", ["lfs"], indirect=True)  # the LFS upload PUT
 def test_failed_upload_names_the_file(hub_server, store):
     hub_server.fail_next("PUT", r"^/_lfs-upload/", times=10, status=403)  # not retried by the client
     with pytest.raises(UserError, match=r"Uploading \S+\.parquet to .* failed .*rerunning publish is safe"):
@@ -247,3 +277,22 @@ def test_token_echoed_by_the_server_is_scrubbed(hub_server, store):
         publish(hub_server, store, FIRST, log=lines.append)
     assert "bad token ***" in str(err.value) and hub_server.token not in str(err.value)
     assert hub_server.token not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("hub_server", ["xet-off-hub"], indirect=True)
+def test_hub_without_xet_is_one_sentence(hub_server, store):
+    """Xet on (the default) against a Hub whose Xet token route answers 404: one sentence saying so and what to
+    do, at once (no retries), instead of "could not reach the Hub" after backing off."""
+    lines: list[str] = []
+    with pytest.raises(UserError) as err:
+        publish(hub_server, store, FIRST, log=lines.append, retry_wait=5)  # a retry would take >= 5 s
+    message = str(err.value)
+    assert "refused its Xet write-token route (HTTP 404" in message and "HF_HUB_DISABLE_XET=1" in message
+    assert "check the network" not in message and message.count(". ") == 0 and "\n" not in message
+    assert not any("retrying" in line for line in lines)
+    assert hub_server.counters["xet_write_token"] == 2  # hf_xet's request, then the one that names the refusal
+    assert hub_server.counters["commits_created"] == 0
+    assert hub_server.token not in message
+
+    hub_server.xet = True  # the same push once the Hub speaks Xet (or with HF_HUB_DISABLE_XET=1) goes through
+    assert publish(hub_server, store, FIRST).protocol == "xet"

@@ -1,5 +1,6 @@
 """Publishing from the platform: the ``hub_release`` asset, the ``publish`` CLI and the webhook, against a real
-Postgres, a real Dagster instance and the local Hub (``hub_server``), with the real ``datasets`` client."""
+Postgres, a real Dagster instance and the local Hub (``hub_server``), with the real ``datasets`` client; uploads
+go through Xet (the default, as in production), and the second-snapshot test also runs through LFS."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from platform_helpers import materialization_metadata, materialize, run_cli
+from platform_helpers import assert_one_sentence_error, materialization_metadata, materialize, run_cli
 
 from dataset_assets.storage.release_state import is_published, publication
 from dataset_assets.resources import HubResource
@@ -98,39 +99,6 @@ def export(uri: str, store, date: str, tables=("image", "audio")) -> None:
     write_card(store, date, list(tables))
 
 
-# --- definitions -----------------------------------------------------------------------------------------
-def test_release_asset_is_wired_into_the_definitions(defs_module, monkeypatch):
-    monkeypatch.setenv("DATASET_ASSETS_HF_REPO", "org/configured")
-    from dataset_assets.definitions import build_definitions
-
-    defs = build_definitions()
-    dg.Definitions.validate_loadable(defs)
-    release = defs.resolve_assets_def("hub_release")
-    assert release.partitions_def == defs.resolve_assets_def("image").partitions_def
-    graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey("hub_release")).parent_keys == {dg.AssetKey("dataset_card")}
-    assert release.automation_conditions_by_key[dg.AssetKey("hub_release")] is not None
-    assert "hub" in release.required_resource_keys
-    sensors = {s.name: s for s in defs.sensors}
-    automated = sensors["release_automation"].asset_selection.resolve(graph)
-    assert automated == {dg.AssetKey("dataset_card"), dg.AssetKey("hub_release")}
-    # the change sensor requests tables only; everything downstream follows through release_automation
-    assert set(defs_module.table_keys) == {dg.AssetKey("image"), dg.AssetKey("audio")}
-    assert set(defs_module.release_keys) == {dg.AssetKey("dataset_card"), dg.AssetKey("hub_release")}
-    # without a configured repo the push does not follow by itself (it would only fail)
-    monkeypatch.delenv("DATASET_ASSETS_HF_REPO")
-    unconfigured = build_definitions().resolve_assets_def("hub_release")
-    assert unconfigured.automation_conditions_by_key.get(dg.AssetKey("hub_release")) is None
-
-
-def test_unconfigured_repo_is_one_clear_sentence(defs_module, instance, tmp_path):
-    result = materialize(defs_module, instance, FIRST, "postgresql://unused", tmp_path / "store",
-                         selection=["hub_release"], hub=HubResource())
-    assert not result.success
-    [message] = step_failures(result)
-    assert "DATASET_ASSETS_HF_REPO" in message and message.count(". ") == 0, message
-
-
 # --- the asset -------------------------------------------------------------------------------------------
 def test_release_publishes_tags_and_freezes_the_snapshot(defs_module, instance, seeded_uri, hub_server, webhook, tmp_path):
     store_dir = tmp_path / "store"
@@ -159,6 +127,10 @@ def test_release_publishes_tags_and_freezes_the_snapshot(defs_module, instance, 
     assert md["files_added"].value == shards + 3  # + README.md and two manifests
     assert md["files_deleted"].value == 0 and md["files_kept"].value == 0
     assert md["bytes_uploaded"].value > 0
+    # upload cost, through Xet: what was sent, and the new bytes after chunk dedup
+    assert md["upload_protocol"].value == "xet" and md["bytes_sent"].value > 0
+    assert 0 < md["xet_new_bytes"].value <= md["bytes_uploaded"].value
+    assert md["upload"].value.startswith(f"added {shards + 3} files")
     assert f'load_dataset("{REPO}", "image", revision="{tag}")' in md["load"].value
 
     # the webhook: one Slack-style JSON message naming the snapshot and the tables
@@ -168,6 +140,7 @@ def test_release_publishes_tags_and_freezes_the_snapshot(defs_module, instance, 
     assert FIRST in text and "image" in text and "audio" in text and info["url"] in text
     assert f"{manifest(store, FIRST, 'image')['row_count']:,} rows" in text
     assert f'revision="{tag}"' in text and "\n" not in text
+    assert f"Upload: added {shards + 3} files" in text and "through Xet" in text
 
     # a consumer loads the snapshot by its tag
     assert hub_ids("image", tag) == snapshot_ids(store, FIRST, "image")
@@ -177,13 +150,14 @@ def test_release_publishes_tags_and_freezes_the_snapshot(defs_module, instance, 
 
     # published snapshots are immutable: the table refuses to be re-materialised
     again = materialize(defs_module, instance, FIRST, seeded_uri, store_dir,
-                        selection=dg.AssetSelection.assets("image").without_checks())
+                        selection=dg.AssetSelection.assets("image", "audio").without_checks())
     assert not again.success
     [message] = step_failures(again)
     assert f"Snapshot {FIRST} was published to {REPO} and is immutable" in message
     assert hub_server.head(REPO) == head
 
 
+@pytest.mark.parametrize("hub_server", ["xet", "lfs"], indirect=True)
 def test_second_snapshot_uploads_only_changed_shards(defs_module, instance, mutable_uri, hub_server, tmp_path):
     from dataset_assets.local.seed import change_rows
 
@@ -205,10 +179,10 @@ def test_second_snapshot_uploads_only_changed_shards(defs_module, instance, muta
     new = shas(SECOND) - shas(FIRST)
     assert new, "the change produced no new shard"
     assert len(new) < len(shas(SECOND)), "every shard changed: nothing to skip"
-    assert hub_server.counters["lfs_files_uploaded"] == len(new)
+    assert hub_server.counters["lfs_files_uploaded" if hub_server.mode == "lfs" else "xet_files_committed"] == len(new)
     assert hub_server.counters["commits_created"] == 1
     md = materialization_metadata(result, "hub_release")
-    assert md["files_kept"].value > 0
+    assert md["files_kept"].value > 0 and md["upload_protocol"].value == hub_server.mode
 
     second_audio = snapshot_ids(store, SECOND, "audio")
     assert second_audio != first_audio
@@ -255,9 +229,17 @@ def test_cli_publish(seeded_uri, hub_server, tmp_path):
     shard = manifest(store, FIRST, "image")["files"][0]
     assert any(ln.split()[:2] == ["add", f"image/{shard['path']}"] for ln in dry.stdout.splitlines()), dry.stdout
     assert not HfApi(endpoint=hub_server.endpoint).repo_exists(REPO, repo_type="dataset")
-    for endpoint in ("create_repo", "commit", "preupload", "lfs_upload", "tag_create"):
+    for endpoint in ("create_repo", "commit", "preupload", "lfs_upload", "xet_write_token", "tag_create"):
         assert hub_server.counters[endpoint] == 0, endpoint
     assert not is_published(store, FIRST)
+
+    # a Hub without Xet, the client with Xet on (the default): one sentence, at once (no retries)
+    hub_server.xet = False
+    refused = run_cli(*base, "--repo", REPO, "--no-gate", env=env)
+    outputs += [refused.stdout, refused.stderr]
+    assert_one_sentence_error(refused, "refused its Xet write-token route (HTTP 404", "HF_HUB_DISABLE_XET=1")
+    assert "retrying" not in refused.stderr and not is_published(store, FIRST)
+    hub_server.xet = True
 
     # a webhook answering 500 does not fail the publish
     hook = Webhook(status=500)
@@ -270,6 +252,7 @@ def test_cli_publish(seeded_uri, hub_server, tmp_path):
     assert done.returncode == 0, done.stderr
     head = hub_server.head(REPO)
     assert f"commit {head}" in done.stdout and f"tag    snapshot-{FIRST}" in done.stdout
+    assert "upload added " in done.stdout and "through Xet" in done.stdout
     assert f"{hub_server.endpoint}/datasets/{REPO}" in done.stdout
     assert len(hook.posts) >= 1 and "Could not notify the webhook at 127.0.0.1 (HTTP 500)" in done.stderr
     assert "secret" not in done.stderr  # the webhook URL's path is never printed
@@ -329,48 +312,3 @@ def test_release_follows_the_card(defs_module, instance, seeded_uri, tmp_path, m
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert after.get_requested_partitions(dg.AssetKey("hub_release")) == {FIRST}
     assert not after.get_requested_partitions(dg.AssetKey("image"))
-
-
-def test_card_follows_a_table_update_that_lands_in_the_same_tick_as_the_cards_own(instance):
-    """The card's condition must see a table that materialised after the card, even when the
-    card's materialisation and the table's land between the same two evaluations (Dagster's
-    eager() lets the card's update reset the trigger there: dagster-io/dagster#33587). No
-    request is repeated while one is pending, and nothing is requested once settled."""
-    from dataset_assets.assets.conditions import FOLLOW_TABLES
-    from dataset_assets.partitions import snapshots
-
-    @dg.asset(partitions_def=snapshots)
-    def table():
-        return None
-
-    @dg.asset(partitions_def=snapshots, deps=[table], automation_condition=FOLLOW_TABLES)
-    def card():
-        return None
-
-    defs = dg.Definitions(assets=[table, card])
-    instance.add_dynamic_partitions("snapshots", [FIRST])
-
-    def run(*assets):
-        assert dg.materialize(list(assets), instance=instance, partition_key=FIRST,
-                              selection=[a.key for a in assets]).success
-
-    def tick(cursor):
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        return result.get_requested_partitions(card.key), result.cursor
-
-    requested, cursor = tick(None)
-    assert not requested
-    run(table)
-    requested, cursor = tick(cursor)
-    assert requested == {FIRST}  # the table updated: build the card
-    requested, cursor = tick(cursor)
-    assert not requested  # requested already; not again while that run is pending
-    run(card)  # the requested card run completes...
-    run(table)  # ...and the table changes again before the next evaluation
-    requested, cursor = tick(cursor)
-    assert requested == {FIRST}, "the table's update after the card's was lost"
-    run(card)
-    requested, cursor = tick(cursor)
-    assert not requested
-    requested, cursor = tick(cursor)
-    assert not requested
