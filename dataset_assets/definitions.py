@@ -9,8 +9,9 @@ from dataset_assets.sensors import build_sensors
 
 def split_keys(assets) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
     """(table snapshots, everything downstream of them: card and push)."""
-    tables = [a.key for a in assets if a.group_names_by_key[a.key] == "snapshots"]
-    return tables, [a.key for a in assets if a.key not in tables]
+    keys = [k for a in assets for k in a.keys]
+    tables = [k for a in assets for k in a.keys if a.group_names_by_key[k] == "snapshots"]
+    return tables, [k for k in keys if k not in tables]
 
 
 def build_definitions() -> dg.Definitions:

@@ -84,3 +84,22 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     if value < minimum:
         raise UserError(f"{name}={value} is below {minimum}; set it to at least {minimum} (or unset it for {default}).")
     return value
+
+
+ENV_TODAY = "DATASET_ASSETS_TODAY"
+
+
+def today() -> str:
+    """Today's snapshot date (UTC), or ``DATASET_ASSETS_TODAY`` (``YYYY-MM-DD``) when set: the one
+    clock the sensors use, so tests and operators can move it."""
+    import datetime as dt
+
+    raw = (os.environ.get(ENV_TODAY) or "").strip()
+    if raw:
+        try:
+            if len(raw) == 10:
+                return dt.date.fromisoformat(raw).isoformat()
+        except ValueError:
+            pass
+        raise UserError(f"{ENV_TODAY}={raw!r} is not a date; set it to YYYY-MM-DD or unset it for today's date.")
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()

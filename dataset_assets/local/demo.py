@@ -27,17 +27,40 @@ def _table_rows(uri: str, table: str) -> int | None:
         conn.close()
 
 
+def _statistics_settled(uri: str, timeout: float = 15.0) -> None:
+    """Wait until the seeder's row counts reach the statistics the change signals read (a backend
+    reports them when it exits, a moment after it closed): the snapshot then records the signal a
+    later `make dev` compares with, and the daemon re-exports nothing."""
+    import time
+
+    from dataset_assets.source.signals import read_signals
+    from dataset_assets.tables import load_tables
+
+    tables = list(load_tables().values())
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        current = read_signals(uri, tables)
+        if current == last:
+            return
+        last = current
+        time.sleep(1.0)
+
+
 def run(image_rows: int, audio_rows: int, snapshot: str | None) -> int:
     from dataset_assets.local import env as local_env
 
+    from dataset_assets.settings import ENV_SOURCE
+
+    given = bool(os.environ.get(ENV_SOURCE))  # a database the user named: seeded only if seed made it
     env = local_env.prepare()
-    uri = env["DATASET_ASSETS_SOURCE_URI"]
+    uri = env[ENV_SOURCE]
     want = {"image": image_rows, "audio": audio_rows}
     if any(_table_rows(uri, t) != n for t, n in want.items()):
         from dataset_assets.local.seed import seed
 
         print(f"seeding the embedded Postgres: {image_rows:,} image and {audio_rows:,} audio rows ...", file=sys.stderr)
-        seed(uri, tables=list(want), rows=want, seed=42, replace=True)
+        seed(uri, tables=list(want), rows=want, seed=42, replace=True, only_seeded_database=given)
+        _statistics_settled(uri)
     else:
         print("the embedded Postgres already holds the sample rows", file=sys.stderr)
 

@@ -16,6 +16,12 @@ DAGSTER_YAML = """\
 concurrency:
   pools:
     default_limit: 2     # at most 2 steps read the source database at once (pool "source_db")
+  runs:
+    # one writer per snapshot date: runs of the same date (tables, card, push) never overlap
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value: {applyLimitPerUniqueValue: true}
+        limit: 1
 telemetry:
   enabled: false
 """
@@ -25,8 +31,8 @@ def dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or (local_dir() / "dagster")).resolve()
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(DAGSTER_YAML)
+    if not cfg.exists() or (cfg.read_text().startswith(DAGSTER_YAML.splitlines()[0]) and cfg.read_text() != DAGSTER_YAML):
+        cfg.write_text(DAGSTER_YAML)  # ours (an older version's): brought up to date; a hand-written one is kept
     return home
 
 

@@ -15,28 +15,49 @@
 6. tag the commit ``snapshot-YYYY-MM-DD``. An existing tag is accepted only if it points at identical
    content (checked before committing anything).
 
+Upload cost: the result says what the push sent. Files added (their sizes: what an LFS upload sends whole)
+and files skipped because the Hub already holds them (same path and sha256). huggingface_hub uploads through
+Xet whenever ``hf_xet`` imports (unless ``HF_HUB_DISABLE_XET=1``): files are cut into content-defined chunks
+and only chunks the Hub's CAS lacks are sent. huggingface_hub does not return hf_xet's deduplication report,
+so :class:`_XetMeter` wraps the Xet session huggingface_hub takes (``huggingface_hub.utils._xet.get_xet_session``,
+only in the pushing thread) and keeps the report of each upload commit: new bytes after chunk dedup and the
+xorb and shard bytes actually sent. If a huggingface_hub upgrade stops calling that function, the Xet numbers
+are reported as not measured (None), never guessed.
+
+A Hub that refuses the Xet token route (a Hub without Xet answers 404; hf_xet then raises a plain
+``ConnectionError``) is told apart from a network failure by asking that route once: the push stops with one
+sentence instead of retrying.
+
+Releases move forward: ``main`` always holds the newest release. A date older than the newest
+``snapshot-*`` tag is never committed to ``main``: if its own tag exists it is verified against the
+manifests and left as it is (a retry, a backfill); if not, the push refuses in one sentence.
+
 The token never appears in log lines, exception messages or the result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import re
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import build_hf_headers, get_session
 from huggingface_hub.utils.sha import git_hash
 
 from dataset_assets import __version__
 from dataset_assets.errors import UserError, VerificationError
-from dataset_assets.storage.layout import MANIFEST
+from dataset_assets.storage.layout import MANIFEST, is_snapshot_date
 from dataset_assets.storage.manifest import FileEntry
 from dataset_assets.storage.stores.base import Store
 from dataset_assets.storage.verify import Found, file_problems
@@ -95,6 +116,11 @@ class PublishPlan:
 
 @dataclass(frozen=True)
 class PublishResult:
+    """What a push did and what it cost. ``added_*``: files sent (sizes as in the store); ``kept_*``: files
+    skipped because the Hub already held them; ``sent_bytes``: file content the push sent (see
+    :meth:`upload_summary`); ``xet_*``: hf_xet's report when the shards went through Xet (None: not Xet,
+    or not measured)."""
+
     repo_id: str
     repo_url: str
     snapshot: str
@@ -111,6 +137,119 @@ class PublishResult:
     added: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
     manifests: tuple[bytes, ...] = ()  # each table's _manifest.json as published, in table-folder order
+    protocol: str = ""  # how the shards were sent: "xet", "lfs", or "" (no shard sent)
+    sent_bytes: int = 0  # LFS: added_bytes; Xet: xet_sent_bytes + the small files sent inside the commit
+    xet_new_bytes: int | None = None  # bytes of chunks the Hub's CAS did not hold (after chunk dedup)
+    xet_deduped_bytes: int | None = None  # bytes of chunks the Hub already held (not sent)
+    xet_sent_bytes: int | None = None  # xorb + shard bytes hf_xet uploaded (compressed, with metadata)
+
+    def upload_summary(self) -> str:
+        """One line: what was sent, what was skipped, and with Xet what chunk dedup saved."""
+        if self.dry_run:
+            return (f"would add {_count(self.added_files, self.added_bytes)}, skip "
+                    f"{_count(self.kept_files, self.kept_bytes)} already on the Hub")
+        text = (f"added {_count(self.added_files, self.added_bytes)}, skipped "
+                f"{_count(self.kept_files, self.kept_bytes)} already on the Hub; sent {human_size(self.sent_bytes)}")
+        if self.protocol == "xet":
+            if self.xet_new_bytes is None:
+                text += " through Xet (chunk dedup not measured)"
+            else:
+                text += (f" through Xet ({human_size(self.xet_new_bytes)} of new chunks after dedup, "
+                         f"{human_size(self.xet_deduped_bytes or 0)} deduplicated)")
+        elif self.protocol == "lfs":
+            text += " through LFS (whole files)"
+        return text
+
+
+def _count(files: int, size: int) -> str:
+    return f"{files} file{'s' if files != 1 else ''} ({human_size(size)})"
+
+
+def xet_enabled() -> bool:
+    """Whether huggingface_hub uploads large files through Xet in this process (as its ``is_xet_available``)."""
+    return not constants.HF_HUB_DISABLE_XET and importlib.util.find_spec("hf_xet") is not None
+
+
+class _XetMeter:
+    """Keeps hf_xet's deduplication report of every Xet upload huggingface_hub makes inside :meth:`measure`.
+
+    huggingface_hub (2.4) uploads with ``with get_xet_session().new_upload_commit(...) as commit:`` and drops
+    the :class:`hf_xet.XetCommitReport` that ``commit.wait_to_finish()`` returns. The wrapper below is installed
+    once on ``huggingface_hub.utils._xet.get_xet_session`` (looked up by huggingface_hub at each upload); in a
+    thread that is not measuring it returns the session untouched.
+    """
+
+    _local = threading.local()
+    _lock = threading.Lock()
+
+    @classmethod
+    def _install(cls) -> bool:
+        try:
+            from huggingface_hub.utils import _xet
+        except ImportError:  # pragma: no cover - another huggingface_hub
+            return False
+        original = getattr(_xet, "get_xet_session", None)
+        if original is None:  # pragma: no cover
+            return False
+        with cls._lock:
+            if getattr(_xet.get_xet_session, "_dataset_assets_meter", False):
+                return True
+
+            def get_xet_session():
+                session = original()
+                reports = getattr(cls._local, "reports", None)
+                return session if reports is None else _MeteredSession(session, reports)
+
+            get_xet_session._dataset_assets_meter = True
+            _xet.get_xet_session = get_xet_session
+        return True
+
+    @classmethod
+    @contextlib.contextmanager
+    def measure(cls, reports: list) -> Iterator[None]:
+        """Append the dedup metrics of the Xet upload commits made in this thread to ``reports``."""
+        if not cls._install():
+            yield
+            return
+        cls._local.reports = reports
+        try:
+            yield
+        finally:
+            cls._local.reports = None
+
+
+class _MeteredSession:
+    def __init__(self, session, reports: list):
+        self._session, self._reports = session, reports
+
+    def new_upload_commit(self, *args, **kwargs):
+        return _MeteredCommit(self._session.new_upload_commit(*args, **kwargs), self._reports)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+class _MeteredCommit:
+    def __init__(self, commit, reports: list):
+        self._commit, self._reports = commit, reports
+
+    def __enter__(self):
+        self._commit.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            return self._commit.__exit__(exc_type, exc, tb)  # aborts the uploads
+        self.wait_to_finish()  # what the real __exit__ does, keeping the report
+        return False
+
+    def wait_to_finish(self):
+        report = self._commit.wait_to_finish()
+        self._reports.append(report.dedup_metrics)
+        return report
+
+    def __getattr__(self, name):
+        return getattr(self._commit, name)
 
 
 def publish_snapshot(
@@ -170,11 +309,27 @@ class _Pusher:
         self.repo_url = f"{self.api.endpoint}/datasets/{repo_id}"
         self.max_attempts, self.retry_wait = max(1, max_attempts), retry_wait
         self._checked: set[str] = set()  # store keys whose sha256 was checked against the manifest
+        self.xet = xet_enabled()
+        self._xet_reports: list = []  # hf_xet dedup metrics of every upload commit of this push (all attempts)
+        self._shards_sent = False  # a commit attempt had shards to upload
 
     # --- steps -------------------------------------------------------------------------
     def run(self, *, private: bool, gated: str | bool, dry_run: bool, before_commit) -> PublishResult:
         exists = self._ensure_repo(private, gated, dry_run)
         existing_tag = self._check_tag() if exists else None
+        newer = self._newer_release() if exists else None
+        if newer is not None:
+            # Releases move forward: main keeps the newest release. An older date that is
+            # already tagged (a retry, a backfill) is verified and left where it is.
+            if existing_tag is None:
+                raise UserError(
+                    f"The Hub's {self.repo_id} already holds the newer release {newer}, and main only moves forward, "
+                    f"so snapshot {self.snap.date} is not pushed; its data stays in the store (release a new date "
+                    f"to publish current data).")
+            self._verify(existing_tag)
+            self.say(f"Snapshot {self.snap.date} is already released as {self.tag} at {existing_tag[:12]}; "
+                     f"main stays at the newer {newer}.")
+            return self._result(self._plan_from(existing_tag, self._tree(existing_tag)), existing_tag, dry_run=dry_run)
         if dry_run:
             plan = self._plan() if exists else self._plan_from(None, {})
             self.say(f"Dry run, nothing changed. Would publish {plan.summary()}")
@@ -185,8 +340,10 @@ class _Pusher:
             sha, plan = self._commit(Path(tmp), before_commit)
         self._verify(sha)
         self._tag(sha, existing_tag)
-        self.say(f"Published snapshot {self.snap.date} to {self.repo_url} at {sha[:12]}, tagged {self.tag}.")
-        return self._result(plan, sha, dry_run=False)
+        result = self._result(plan, sha, dry_run=False)
+        self.say(f"Published snapshot {self.snap.date} to {self.repo_url} at {sha[:12]}, tagged {self.tag}: "
+                 f"{result.upload_summary()}.")
+        return result
 
     def _ensure_repo(self, private: bool, gated: str | bool, dry_run: bool) -> bool:
         try:
@@ -248,17 +405,21 @@ class _Pusher:
     def _commit(self, tmp: Path, before_commit) -> tuple[str, PublishPlan]:
         """Plan and commit, re-planning after transient failures; returns (commit sha, plan)."""
         for attempt in range(1, self.max_attempts + 1):
+            xet_upload = False  # set while create_commit may be uploading shards through Xet
             try:
                 plan = self._plan()
                 self.say(("Publishing " if attempt == 1 else f"Attempt {attempt}: re-planned ") + plan.summary())
                 operations = self._operations(plan, tmp)
                 if before_commit is not None:
                     before_commit(plan)
-                info = self.api.create_commit(
-                    self.repo_id, operations, repo_type="dataset", parent_commit=plan.head,
-                    commit_message=f"Publish snapshot {self.snap.date}",
-                    commit_description=plan.summary(),
-                )
+                self._shards_sent = self._shards_sent or bool(plan.add)
+                xet_upload = self.xet and bool(plan.add)
+                with _XetMeter.measure(self._xet_reports):
+                    info = self.api.create_commit(
+                        self.repo_id, operations, repo_type="dataset", parent_commit=plan.head,
+                        commit_message=f"Publish snapshot {self.snap.date}",
+                        commit_description=plan.summary(),
+                    )
                 return info.oid, plan
             except HfHubHTTPError as err:
                 status = _status(err)
@@ -273,6 +434,8 @@ class _Pusher:
             except RuntimeError as err:
                 match = _UPLOAD_FAILED.search(str(err))
                 if not match:
+                    if xet_upload and (refusal := self._xet_refusal()) is not None:
+                        raise refusal from None
                     raise
                 cause = err.__cause__
                 raise UserError(
@@ -280,6 +443,8 @@ class _Pusher:
                     f"({_describe(cause) if cause else err}); nothing was committed and rerunning publish is safe."
                 ) from None
             except Exception as err:
+                if xet_upload and isinstance(err, OSError) and (refusal := self._xet_refusal()) is not None:
+                    raise refusal from None  # hf_xet reports a refused token route as a ConnectionError
                 if not _is_network_error(err):
                     raise
                 if attempt == self.max_attempts:
@@ -290,6 +455,29 @@ class _Pusher:
             self.say(f"The Hub failed ({reason}); retrying in {wait:g}s (attempt {attempt + 1}/{self.max_attempts}).")
             time.sleep(wait)
         raise AssertionError("unreachable")
+
+    def _xet_refusal(self) -> UserError | None:
+        """After a failed Xet upload: the one-sentence error if the Hub refuses its Xet write-token route
+        (asked once, not retried), None if the route answers (then the failure was something else)."""
+        route = f"/api/datasets/{self.repo_id}/xet-write-token/main"
+        try:
+            response = get_session().get(
+                self.api.endpoint + route, timeout=30,
+                headers=build_hf_headers(token=self.api.token, library_name="dataset-assets",
+                                         library_version=__version__))
+        except Exception:  # noqa: BLE001 - the network itself: left to the retries
+            return None
+        status = response.status_code
+        if status < 400 or status >= 500 or status in (408, 429):
+            return None
+        if status in (401, 403):
+            return UserError(
+                f"The Hub refused the token on its Xet write-token route (HTTP {status}, {route}), so snapshot "
+                f"{self.snap.date} was not uploaded; use a token with write access to {self.repo_id}.")
+        return UserError(
+            f"The Hub at {self.api.endpoint} refused its Xet write-token route (HTTP {status}, {route}), so it "
+            f"cannot take the Xet uploads huggingface_hub makes by default and nothing was committed; for a Hub "
+            f"without Xet set HF_HUB_DISABLE_XET=1 (uploads then use LFS), then rerun publish, which is safe.")
 
     def _operations(self, plan: PublishPlan, tmp: Path) -> list:
         ops: list = []
@@ -348,6 +536,12 @@ class _Pusher:
 
         return self._call("list the repository files", read)
 
+    def _newer_release(self) -> str | None:
+        """The newest ``snapshot-<date>`` tag whose date is after this snapshot's, if any."""
+        dates = [t[len("snapshot-"):] for t in self._tags() if t.startswith("snapshot-")]
+        newer = sorted(d for d in dates if is_snapshot_date(d) and d > self.snap.date)
+        return f"snapshot-{newer[-1]}" if newer else None
+
     def _tags(self) -> dict[str, str]:
         refs = self._call("list the repository tags", lambda: self.api.list_repo_refs(self.repo_id, repo_type="dataset"))
         return {t.name: t.target_commit for t in refs.tags}
@@ -376,6 +570,21 @@ class _Pusher:
             time.sleep(wait)
         raise AssertionError("unreachable")
 
+    def _cost(self, plan: PublishPlan, dry_run: bool) -> dict:
+        """``protocol``, ``sent_bytes`` and the ``xet_*`` numbers of the result (see :class:`PublishResult`)."""
+        added_bytes = sum(f.size for f in plan.added)
+        if dry_run or not self._shards_sent:
+            return {"protocol": "", "sent_bytes": 0 if dry_run else added_bytes}
+        if not self.xet:
+            return {"protocol": "lfs", "sent_bytes": added_bytes}
+        inline = sum(len(b) for p, b in plan.write.items() if p not in plan.unchanged)  # sent inside the commit
+        if not self._xet_reports:  # not measured (see _XetMeter): report the files' sizes, no Xet numbers
+            return {"protocol": "xet", "sent_bytes": added_bytes}
+        xet_sent = sum(m.xorb_bytes_uploaded + m.shard_bytes_uploaded for m in self._xet_reports)
+        return {"protocol": "xet", "sent_bytes": xet_sent + inline, "xet_sent_bytes": xet_sent,
+                "xet_new_bytes": sum(m.new_bytes for m in self._xet_reports),
+                "xet_deduped_bytes": sum(m.deduped_bytes for m in self._xet_reports)}
+
     def _result(self, plan: PublishPlan, sha: str | None, dry_run: bool) -> PublishResult:
         added, kept = plan.added, plan.kept
         return PublishResult(
@@ -386,6 +595,7 @@ class _Pusher:
             kept_files=len(kept), kept_bytes=sum(f.size for f in kept),
             added=tuple(f.path for f in added), deleted=tuple(f.path for f in plan.delete),
             manifests=tuple(t.manifest for t in self.snap.tables),
+            **self._cost(plan, dry_run),
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dataset_assets.tables import in_table_order
-from dataset_assets.storage.release_state import mark_published
+from dataset_assets.storage.release_state import begin_release, end_release, mark_published
 from dataset_assets.storage.manifest import Manifest
 from dataset_assets.storage.stores.base import Store
 from dataset_assets.release.hub import PublishResult, publish_snapshot
@@ -28,10 +28,14 @@ def release_snapshot(
 ) -> tuple[PublishResult, list[Manifest]]:
     """The published result and the manifests of the tables it holds (tables.yaml's first).
     A failing webhook only ``warn``s: the release has happened by then."""
-    result = publish_snapshot(store, snapshot, repo_id, token=token, endpoint=endpoint, private=private,
-                              gated=gated, log=log)
-    mark_published(store, snapshot, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
-                                     "commit": result.commit_sha})
+    begin_release(store, snapshot, {"repo_id": repo_id})  # the date's writers wait (release_state)
+    try:
+        result = publish_snapshot(store, snapshot, repo_id, token=token, endpoint=endpoint, private=private,
+                                  gated=gated, log=log)
+        mark_published(store, snapshot, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
+                                         "commit": result.commit_sha})
+    finally:
+        end_release(store, snapshot)  # after a crash it stays: the writers refuse until a push finishes
     pushed = {m.table: m for m in map(Manifest.from_json, result.manifests)}  # what was published, not a re-read
     manifests = [pushed[t] for t in in_table_order(pushed)]
     if webhook_url:

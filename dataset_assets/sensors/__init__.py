@@ -6,8 +6,9 @@ import os
 
 import dagster as dg
 
-from dataset_assets.settings import env_int
+from dataset_assets.settings import ENV_HF_REPO, env_int
 from dataset_assets.sensors.changes import build_change_sensor
+from dataset_assets.sensors.stalls import build_stall_sensor
 
 ENV_SENSORS = "DATASET_ASSETS_SENSORS"  # "running" (default) or "stopped"
 ENV_AUTOMATION_INTERVAL = "DATASET_ASSETS_AUTOMATION_INTERVAL"  # seconds between automation ticks (default 30)
@@ -27,4 +28,8 @@ def build_sensors(table_keys: list[dg.AssetKey], downstream_keys: list[dg.AssetK
         minimum_interval_seconds=env_int(ENV_AUTOMATION_INTERVAL, 30, minimum=1),
         description="Materialises the dataset card (and the Hub push) of a date once every table of that date is fresh and its checks passed.",
     )
-    return [build_change_sensor(table_keys), automation]
+    sensors = [build_change_sensor(table_keys), automation]
+    release = dg.AssetKey("hub_release")
+    if release in downstream_keys and os.environ.get(ENV_HF_REPO):  # without a repo nothing is released
+        sensors.append(build_stall_sensor(release))
+    return sensors

@@ -5,6 +5,7 @@ snapshot date. No other module spells a store path.
 
     snapshots/<date>/README.md                       the dataset card
     snapshots/<date>/_PUBLISHED                      present once released (pushed to the Hub)
+    snapshots/<date>/_RELEASING                      present while its push runs (or after a crashed one)
     snapshots/<date>/<table>/train-CCCCC-PPP.parquet shards
     snapshots/<date>/<table>/_manifest.json          files, rows, sha256, schema, root hash
     snapshots/<date>/<table>/_SUCCESS                written last: the table is complete
@@ -26,6 +27,7 @@ SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.json"
 README = "README.md"
 PUBLISHED = "_PUBLISHED"
+RELEASING = "_RELEASING"
 
 
 def parse_snapshot_date(value: str) -> str:
@@ -61,6 +63,10 @@ def card_key(date: str) -> str:
 
 def published_key(date: str) -> str:
     return f"{ROOT}/{date}/{PUBLISHED}"
+
+
+def releasing_key(date: str) -> str:
+    return f"{ROOT}/{date}/{RELEASING}"
 
 
 def leaf(prefix: str) -> str:

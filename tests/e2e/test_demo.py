@@ -17,7 +17,7 @@ def test_demo_from_a_fresh_home(tmp_path):
         p = subprocess.run([sys.executable, "-m", "dataset_assets.local.demo", "--image-rows", "3000", "--audio-rows", "1000",
                             "--snapshot", "2026-11-21"], env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
-        assert "8 checks passed" in p.stdout
+        assert "11 checks passed" in p.stdout  # 5 per table, one on the card
         folder = home / "store" / "snapshots" / "2026-11-21"
         assert (folder / "README.md").exists()
         line = next(x.strip() for x in p.stdout.splitlines() if "load_dataset(" in x)

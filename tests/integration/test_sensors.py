@@ -22,13 +22,20 @@ DATE = "2026-11-22"
 NEXT = "2026-11-23"
 
 
+class Today:
+    """The one clock the sensor reads: DATASET_ASSETS_TODAY."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch = monkeypatch
+        self["date"] = DATE
+
+    def __setitem__(self, key, value):
+        self.monkeypatch.setenv("DATASET_ASSETS_TODAY", value)
+
+
 @pytest.fixture
 def today(monkeypatch):
-    from dataset_assets.sensors import changes
-
-    box = {"date": DATE}
-    monkeypatch.setattr(changes, "_today", lambda: box["date"])
-    return box
+    return Today(monkeypatch)
 
 
 class Ticker:
@@ -50,17 +57,17 @@ class Ticker:
             self.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
         return result
 
-    def requested(self, result) -> dict[str, str]:
-        """{table: run key} of a tick's run requests (one asset each)."""
-        out = {}
-        for req in result.run_requests:
-            [key] = req.asset_selection
-            out[key.to_user_string()] = req.run_key
-        return out
+    def requested(self, result) -> str | None:
+        """The run key of a tick's one run request (which must select every table), or None."""
+        if not result.run_requests:
+            return None
+        [req] = result.run_requests
+        assert sorted(k.to_user_string() for k in req.asset_selection) == ["audio", "image"]
+        return req.run_key
 
-    def run(self, tables, date=DATE, run_key=None, uri=None):
-        """Play the run of a request: materialise ``tables`` for ``date`` (checks included)."""
-        selection = dg.AssetSelection.assets(*tables)
+    def run(self, date=DATE, run_key=None, uri=None):
+        """Play the run of a request: materialise every table of ``date`` (checks included)."""
+        selection = dg.AssetSelection.assets("image", "audio")
         if run_key is None:
             return materialize(self.defs_module, self.instance, date, uri or self.uri, self.store_dir, selection=selection)
         if not self.instance.has_dynamic_partition("snapshots", date):
@@ -72,17 +79,16 @@ class Ticker:
         )
 
     def state(self) -> dict:
-        return json.loads(self.cursor)["tables"]
+        return json.loads(self.cursor)
 
     def settle(self):
         """Request, snapshot and commit every table: the steady state after the first snapshots."""
         first = self.tick()
-        tables = sorted(self.requested(first))
-        assert tables, first.skip_message
-        assert self.run(tables).success
+        assert self.requested(first), first.skip_message
+        assert self.run().success
         done = self.tick()
         assert not done.run_requests, self.requested(done)
-        assert all(self.state()[t]["pending"] is None and self.state()[t]["committed"] for t in ("image", "audio"))
+        assert self.state()["pending"] is None and set(self.state()["committed"]) == {"image", "audio"}
         return first
 
 
@@ -97,25 +103,42 @@ def sql(uri: str, statement: str) -> None:
         conn.execute(statement)
 
 
-def test_first_tick_requests_both_tables_and_a_settled_state_requests_nothing(ticker):
+def reason(result) -> str:
+    return result.run_requests[0].tags["dataset_assets/change"]
+
+
+def test_first_tick_requests_the_whole_date_and_a_settled_state_requests_nothing(ticker):
     first = ticker.tick()
-    keys = ticker.requested(first)
-    assert set(keys) == {"image", "audio"}
-    for table, key in keys.items():
-        t, date, h, attempt = key.split("/")
-        assert (t, date, attempt) == (table, DATE, "1") and len(h) == 12
+    key = ticker.requested(first)
+    date, h, attempt = key.split("/")
+    assert (date, attempt) == (DATE, "1") and len(h) == 12
     assert {r.partition_key for r in first.run_requests} == {DATE}
     assert [list(r.partition_keys) for r in first.dynamic_partitions_requests] == [[DATE]]
-    assert first.run_requests[0].tags["dataset_assets/change"] == "no committed snapshot yet"
-    # repeated ticks while the requests are in flight: nothing new
+    assert reason(first) == "image: no committed snapshot yet; audio: no committed snapshot yet"
+    # repeated ticks while the request is in flight: nothing new
     again = ticker.tick()
     assert not again.run_requests and "waiting" in again.skip_message
-    assert ticker.run(["image", "audio"]).success
+    assert ticker.run().success
     done = ticker.tick()
     assert not done.run_requests
     quiet = ticker.tick()
-    assert not quiet.run_requests
-    assert all(ticker.state()[t]["committed"] and not ticker.state()[t]["pending"] for t in ("image", "audio"))
+    assert not quiet.run_requests and "no table changed" in quiet.skip_message
+    assert set(ticker.state()["committed"]) == {"image", "audio"} and not ticker.state()["pending"]
+
+
+def test_a_sensor_starting_on_an_existing_store_adopts_its_snapshot_and_requests_nothing(ticker):
+    """A first daemon start (or `make dev` after `make demo`): the newest snapshot in the store
+    records the tables' change signals; nothing changed since, so nothing is re-exported."""
+    assert ticker.run().success  # a snapshot made without the sensor (the demo, the CLI)
+    result = ticker.tick(cursor=None)
+    assert not result.run_requests, reason(result)
+    assert not result.dynamic_partitions_requests
+    assert "baseline adopted" in result.skip_message
+    assert set(ticker.state()["committed"]) == {"image", "audio"}
+    from dataset_assets.local.seed import change_rows
+
+    change_rows(ticker.uri, "audio", 0.02, seed=12, kinds=("update",))
+    assert reason(ticker.tick()).startswith("audio: ")
 
 
 def test_repeated_tick_from_the_same_cursor_gives_the_same_run_key(ticker):
@@ -128,23 +151,23 @@ def test_repeated_tick_from_the_same_cursor_gives_the_same_run_key(ticker):
     change_rows(ticker.uri, "audio", 0.02, seed=1, kinds=("update",))
     a = ticker.requested(ticker.tick(cursor=before))
     b = ticker.requested(ticker.tick(cursor=before))
-    assert a == b and set(a) == {"audio"}
+    assert a == b and a is not None
     assert not ticker.tick().run_requests  # and from the new cursor: pending, nothing new
 
 
-def test_update_in_audio_requests_audio_only(ticker):
+def test_update_in_audio_requests_the_whole_date_for_the_reason_of_audio(ticker):
     first = ticker.settle()
     from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "audio", 0.02, seed=2, kinds=("update",))
     result = ticker.tick()
-    keys = ticker.requested(result)
-    assert set(keys) == {"audio"}
-    assert keys["audio"] != ticker.requested(first)["audio"]
-    assert keys["audio"].startswith(f"audio/{DATE}/") and keys["audio"].endswith("/1")
-    assert "max(updated_on) moved" in result.run_requests[0].tags["dataset_assets/change"]
+    key = ticker.requested(result)
+    assert key != ticker.requested(first)
+    assert key.startswith(f"{DATE}/") and key.endswith("/1")
+    assert reason(result).startswith("audio: ") and "max(updated_on) moved" in reason(result)
+    assert "image" not in reason(result)
     assert not result.dynamic_partitions_requests  # the date is known already
-    assert ticker.run(["audio"]).success
+    assert ticker.run().success
     assert not ticker.tick().run_requests
 
 
@@ -153,8 +176,8 @@ def test_update_that_does_not_move_updated_on_is_noticed(ticker):
     ticker.settle()
     sql(ticker.uri, "UPDATE audio SET title = title || ' (fixed)' WHERE identifier IN (SELECT identifier FROM audio ORDER BY identifier LIMIT 3)")
     result = ticker.tick()
-    assert set(ticker.requested(result)) == {"audio"}
-    assert "row writes counted" in result.run_requests[0].tags["dataset_assets/change"]
+    assert ticker.requested(result)
+    assert reason(result).startswith("audio: ") and "row writes counted" in reason(result)
 
 
 def test_deletes_are_noticed_also_a_tombstone_alone(ticker):
@@ -163,16 +186,16 @@ def test_deletes_are_noticed_also_a_tombstone_alone(ticker):
 
     # a plain delete, no tombstone: max(updated_on) does not move, the counters do
     assert change_rows(ticker.uri, "audio", 0.01, seed=3, kinds=("delete",), tombstone=False)["delete"] > 0
-    keys = ticker.requested(ticker.tick())
-    assert set(keys) == {"audio"}
-    assert ticker.run(["audio"]).success
+    result = ticker.tick()
+    assert ticker.requested(result) and reason(result).startswith("audio: ")
+    assert ticker.run().success
     assert not ticker.tick().run_requests
     # a delete that lands only as a tombstone row (the row stays in audio; the export leaves it out)
     sql(ticker.uri, "INSERT INTO deleted_audio SELECT a.*, now(), 'takedown_request' FROM audio a "
                     "WHERE a.identifier NOT IN (SELECT identifier FROM deleted_audio) ORDER BY a.identifier LIMIT 1")
-    keys = ticker.requested(ticker.tick())
-    assert set(keys) == {"audio"}
-    assert ticker.run(["audio"]).success
+    result = ticker.tick()
+    assert ticker.requested(result) and reason(result).startswith("audio: ")
+    assert ticker.run().success
     assert not ticker.tick().run_requests
 
 
@@ -183,25 +206,24 @@ def test_failed_run_is_retried_with_a_new_run_key_then_given_up(ticker, monkeypa
     monkeypatch.setenv("DATASET_ASSETS_SENSOR_MAX_ATTEMPTS", "2")
     broken = ticker.uri.rsplit("/", 1)[0] + "/no_such_database"
     change_rows(ticker.uri, "audio", 0.02, seed=4, kinds=("update",))
-    key1 = ticker.requested(ticker.tick())["audio"]
+    key1 = ticker.requested(ticker.tick())
     assert key1.endswith("/1")
-    assert not ticker.run(["audio"], run_key=key1, uri=broken).success
+    assert not ticker.run(run_key=key1, uri=broken).success
     retry = ticker.tick()
-    key2 = ticker.requested(retry)["audio"]
+    key2 = ticker.requested(retry)
     assert key2 == key1[:-1] + "2"
-    assert set(ticker.requested(retry)) == {"audio"}
     assert not ticker.tick().run_requests  # the retry is pending: no duplicate
-    assert not ticker.run(["audio"], run_key=key2, uri=broken).success
+    assert not ticker.run(run_key=key2, uri=broken).success
     gave_up = ticker.tick()
     assert not gave_up.run_requests and "giving up" in gave_up.skip_message
     assert not ticker.tick().run_requests  # the same change is not requested again that day
     # a further change is
     change_rows(ticker.uri, "audio", 0.02, seed=5, kinds=("update",))
-    key3 = ticker.requested(ticker.tick())["audio"]
-    assert key3.endswith("/1") and key3.split("/")[2] != key1.split("/")[2]
-    assert ticker.run(["audio"], run_key=key3).success
+    key3 = ticker.requested(ticker.tick())
+    assert key3.endswith("/1") and key3.split("/")[1] != key1.split("/")[1]
+    assert ticker.run(run_key=key3).success
     assert not ticker.tick().run_requests
-    assert ticker.state()["audio"]["pending"] is None
+    assert ticker.state()["pending"] is None
 
 
 def test_failed_run_of_a_passed_date_moves_to_today(ticker, today):
@@ -209,13 +231,12 @@ def test_failed_run_of_a_passed_date_moves_to_today(ticker, today):
     from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "audio", 0.02, seed=6, kinds=("update",))
-    key1 = ticker.requested(ticker.tick())["audio"]
+    key1 = ticker.requested(ticker.tick())
     broken = ticker.uri.rsplit("/", 1)[0] + "/no_such_database"
-    assert not ticker.run(["audio"], run_key=key1, uri=broken).success
+    assert not ticker.run(run_key=key1, uri=broken).success
     today["date"] = NEXT
     result = ticker.tick()
-    keys = ticker.requested(result)
-    assert set(keys) == {"audio"} and keys["audio"].startswith(f"audio/{NEXT}/")
+    assert ticker.requested(result).startswith(f"{NEXT}/")
     assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [[NEXT]]
 
 
@@ -231,8 +252,7 @@ def test_published_date_is_not_re_requested(ticker, today):
     assert not result.run_requests and "published" in result.skip_message
     assert not ticker.tick().run_requests
     today["date"] = NEXT
-    keys = ticker.requested(ticker.tick())
-    assert set(keys) == {"audio"} and keys["audio"].startswith(f"audio/{NEXT}/")
+    assert ticker.requested(ticker.tick()).startswith(f"{NEXT}/")
 
 
 def test_same_day_updates_off_waits_for_the_next_date(ticker, today, monkeypatch):
@@ -244,7 +264,8 @@ def test_same_day_updates_off_waits_for_the_next_date(ticker, today, monkeypatch
     result = ticker.tick()
     assert not result.run_requests and "same-day updates are off" in result.skip_message
     today["date"] = NEXT
-    assert set(ticker.requested(ticker.tick())) == {"image"}
+    result = ticker.tick()
+    assert ticker.requested(result) and reason(result).startswith("image: ")
 
 
 def test_stats_reset_alone_does_not_trigger_a_snapshot(ticker):
@@ -262,7 +283,8 @@ def test_stats_reset_alone_does_not_trigger_a_snapshot(ticker):
     from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "image", 0.01, seed=9, kinds=("delete",), tombstone=False)
-    assert set(ticker.requested(ticker.tick())) == {"image"}
+    result = ticker.tick()
+    assert ticker.requested(result) and reason(result).startswith("image: ")
 
 
 def test_changes_while_pending_are_picked_up_by_the_next_request(ticker):
@@ -270,14 +292,14 @@ def test_changes_while_pending_are_picked_up_by_the_next_request(ticker):
     from dataset_assets.local.seed import change_rows
 
     change_rows(ticker.uri, "audio", 0.02, seed=10, kinds=("update",))
-    key1 = ticker.requested(ticker.tick())["audio"]
+    key1 = ticker.requested(ticker.tick())
     change_rows(ticker.uri, "audio", 0.02, seed=11, kinds=("insert",))
     waiting = ticker.tick()
     assert not waiting.run_requests and "waiting" in waiting.skip_message
-    assert ticker.run(["audio"], run_key=key1).success
+    assert ticker.run(run_key=key1).success
     after = ticker.requested(ticker.tick())
-    assert set(after) == {"audio"} and after["audio"] != key1
-    assert ticker.run(["audio"], run_key=after["audio"]).success
+    assert after and after != key1
+    assert ticker.run(run_key=after).success
     assert not ticker.tick().run_requests
 
 
@@ -285,17 +307,18 @@ def test_schema_change_and_truncate_are_noticed(ticker):
     ticker.settle()
     sql(ticker.uri, "ALTER TABLE image ADD COLUMN note text")  # no row is written
     result = ticker.tick()
-    assert set(ticker.requested(result)) == {"image"}
-    assert "columns changed" in result.run_requests[0].tags["dataset_assets/change"]
+    assert ticker.requested(result)
+    assert reason(result).startswith("image: ") and "columns changed" in reason(result)
     # the undocumented column fails a blocking check: the run fails after writing the
     # snapshot; the sensor counts it as done instead of rewriting the same data again
-    run = ticker.run(["image"], run_key=ticker.requested(result)["image"])
+    run = ticker.run(run_key=ticker.requested(result))
     assert not run.success
     assert ticker.instance.get_latest_materialization_event(dg.AssetKey("image")).dagster_event.partition == DATE
     assert not ticker.tick().run_requests
-    assert ticker.state()["image"]["pending"] is None
+    assert ticker.state()["pending"] is None
     sql(ticker.uri, "TRUNCATE deleted_audio")  # TRUNCATE counts no deleted rows
-    assert set(ticker.requested(ticker.tick())) == {"audio"}
+    result = ticker.tick()
+    assert ticker.requested(result) and reason(result).startswith("audio: ")
 
 
 def test_unreachable_source_skips_and_keeps_the_cursor(ticker):
@@ -308,7 +331,8 @@ def test_unreachable_source_skips_and_keeps_the_cursor(ticker):
 
 def test_unreadable_cursor_starts_afresh(ticker):
     result = ticker.tick(cursor='{"image": {"committed": {"epoch": "old"}}}')
-    assert set(ticker.requested(result)) == {"image", "audio"}
+    assert ticker.requested(result)
+    assert reason(result) == "image: no committed snapshot yet; audio: no committed snapshot yet"
 
 
 def _scan_counts(uri: str) -> dict[str, tuple[int, int]]:
@@ -339,32 +363,3 @@ def test_signal_reads_no_table_only_indexes(seeded_uri):
     for rel in ("image", "audio", "deleted_image", "deleted_audio"):
         assert after[rel][0] == before[rel][0], f"{rel} was scanned"
     assert after["image"][1] > before["image"][1] and after["audio"][1] > before["audio"][1]
-
-
-def _sig(counters=(10, 2, 1, 3, 0, 0), maxima=(("updated_on", "t1"),), relations="r", stats_reset=None, started="s"):
-    from dataset_assets.source.signals import ChangeSignal
-
-    return ChangeSignal(started=started, stats_reset=stats_reset, relations=relations, counters=tuple(counters),
-                        maxima=tuple(maxima))
-
-
-@pytest.mark.parametrize("new, changed", [
-    (_sig(), False),
-    (_sig(started="restarted"), False),                              # a clean restart keeps the counters
-    (_sig(stats_reset="other table reset"), False),                  # the db reset time alone is no change
-    (_sig(counters=(0, 0, 0, 0, 0, 0), stats_reset="reset"), False),  # pg_stat_reset(), nothing written since
-    (_sig(counters=(0, 0, 0, 3, 0, 0)), False),                      # only the table's counters reset
-    (_sig(counters=(0, 1, 0, 3, 0, 0)), True),                       # ... and one update since
-    (_sig(counters=(10, 2, 2, 3, 0, 0)), True),                      # a delete
-    (_sig(counters=(10, 2, 1, 4, 0, 0)), True),                      # a tombstone
-    (_sig(maxima=(("updated_on", "t2"),)), True),
-    (_sig(maxima=()), False),                                        # an index dropped: nothing to compare
-    (_sig(relations="rewritten"), True),
-])
-def test_change_rules(new, changed):
-    old = _sig()
-    assert (new.changed_since(old) is not None) is changed, new.changed_since(old)
-    assert _sig().changed_since(None) == "no committed snapshot yet"
-    from dataset_assets.source.signals import ChangeSignal
-
-    assert ChangeSignal.from_dict(json.loads(json.dumps(new.as_dict()))) == new
