@@ -81,3 +81,14 @@ def test_the_collection_hook_refuses_misplaced_tests(where, fixtures, refused):
     else:
         [problem] = problems
         assert problem.startswith(item.nodeid) and refused in problem
+
+
+def test_no_two_test_modules_share_a_name():
+    """Without packages, pytest imports test modules by basename: two of one name in two tiers
+    stop the whole run at collection (`import file mismatch`)."""
+    from collections import Counter
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(p.name for p in tests.rglob("test_*.py"))
+    assert not [n for n, c in names.items() if c > 1], names
