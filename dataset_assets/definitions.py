@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dataset_assets.assets import build_assets
+from dataset_assets.partitions import snapshots
 from dataset_assets.resources import default_resources
 from dataset_assets.sensors import build_sensors
 
@@ -24,6 +25,17 @@ def build_definitions() -> dg.Definitions:
         sensors=build_sensors(tables, release),
         resources=default_resources(),
     )
+
+
+def register_snapshot_dates(dates: list[str]) -> list[str]:
+    """Add ``dates`` to the instance's (``DAGSTER_HOME``) dynamic partitions ``snapshots``, so that
+    ``dagster asset materialize --partition <date>`` (which refuses an unknown key) accepts them;
+    returns the dates that were new. The change sensor registers today's date itself."""
+    with dg.DagsterInstance.get() as instance:
+        new = [d for d in dict.fromkeys(dates) if not instance.has_dynamic_partition(snapshots.name, d)]
+        if new:
+            instance.add_dynamic_partitions(snapshots.name, new)
+    return new
 
 
 defs = build_definitions()

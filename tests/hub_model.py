@@ -450,3 +450,139 @@ class HubState:
         repo.new_commit("main", {".gitattributes": Entry.regular(gitattributes)}, "initial commit")
         self.repos[(repo_type, repo_id)] = repo
         return repo
+
+
+# --- card metadata, as the Hub's POST /api/validate-yaml checks it -------------------------------------------------
+# The license ids the Hub accepts (its answer lists them, then "array": a list of them is accepted too).
+HUB_LICENSES = (
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause",
+    "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0",
+    "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0",
+    "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0",
+    "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1",
+    "lgpl-3.0", "isc", "h-research", "intel-research", "lppl-1.3c", "ms-pl", "apple-ascl", "apple-amlr", "mpl-2.0",
+    "odc-by", "odbl", "openmdw-1.0", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa", "unlicense", "zlib",
+    "pddl", "lgpl-lr", "deepfloyd-if-license", "fair-noncommercial-research-license", "llama2", "llama3",
+    "llama3.1", "llama3.2", "llama3.3", "llama4", "grok2-community", "gemma", "unknown", "other",
+)
+SIZE_CATEGORIES = ("n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
+                   "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T")
+
+
+def card_metadata_errors(data) -> list[str]:
+    """What the Hub's ``validate-yaml`` answers about a dataset card's front matter, for the basic fields that
+    can be checked here (license ids, size categories, ``configs`` and their ``data_files``, ``dataset_info``
+    splits, the string fields), in the Hub's wording (Joi's: ``"configs[0].config_name" is required``)."""
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return ['"value" must be of type object']
+    errors: list[str] = []
+
+    def one_of(value, where: str, allowed: tuple[str, ...]) -> None:
+        values = value if isinstance(value, list) else [value]
+        for i, v in enumerate(values):
+            if v not in allowed:
+                at = f"{where}[{i}]" if isinstance(value, list) else where
+                errors.append(f'"{at}" must be one of [{", ".join(allowed)}, array]')
+
+    if "license" in data:
+        one_of(data["license"], "license", HUB_LICENSES)
+    if "size_categories" in data:
+        one_of(data["size_categories"], "size_categories", SIZE_CATEGORIES)
+    for key in ("pretty_name", "license_name", "license_link", "extra_gated_prompt", "extra_gated_heading"):
+        if key in data and not isinstance(data[key], str):
+            errors.append(f'"{key}" must be a string')
+    if "extra_gated_fields" in data and not isinstance(data["extra_gated_fields"], dict):
+        errors.append('"extra_gated_fields" must be of type object')
+    if "configs" in data:
+        errors += _configs_errors(data["configs"])
+    if "dataset_info" in data:
+        errors += _dataset_info_errors(data["dataset_info"])
+    return errors
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _configs_errors(configs) -> list[str]:
+    if not isinstance(configs, list):
+        return ['"configs" must be an array']
+    errors: list[str] = []
+    seen: set[str] = set()
+    for i, config in enumerate(configs):
+        at = f"configs[{i}]"
+        if not isinstance(config, dict):
+            errors.append(f'"{at}" must be of type object')
+            continue
+        name = config.get("config_name")
+        if name is None:
+            errors.append(f'"{at}.config_name" is required')
+        elif not isinstance(name, str):
+            errors.append(f'"{at}.config_name" must be a string')
+        elif name in seen:
+            errors.append(f'"{at}" contains a duplicate value')
+        else:
+            seen.add(name)
+        if "default" in config and not isinstance(config["default"], bool):
+            errors.append(f'"{at}.default" must be a boolean')
+        if "data_files" not in config:
+            continue
+        files = config["data_files"]
+        if isinstance(files, str):
+            continue
+        if not isinstance(files, list):
+            errors.append(f'"{at}.data_files" must be one of [string, array]')
+            continue
+        for j, entry in enumerate(files):
+            where = f"{at}.data_files[{j}]"
+            if isinstance(entry, str):
+                continue
+            if not isinstance(entry, dict):
+                errors.append(f'"{where}" must be one of [string, object]')
+                continue
+            if "split" not in entry:
+                errors.append(f'"{where}.split" is required')
+            elif not isinstance(entry["split"], str):
+                errors.append(f'"{where}.split" must be a string')
+            path = entry.get("path")
+            if path is None:
+                errors.append(f'"{where}.path" is required')
+            elif not (isinstance(path, str) or (isinstance(path, list) and all(isinstance(p, str) for p in path))):
+                errors.append(f'"{where}.path" must be one of [string, array]')
+    return errors
+
+
+def _dataset_info_errors(info) -> list[str]:
+    entries = info if isinstance(info, list) else [info]
+    errors: list[str] = []
+    for i, entry in enumerate(entries):
+        at = f"dataset_info[{i}]" if isinstance(info, list) else "dataset_info"
+        if not isinstance(entry, dict):
+            errors.append(f'"{at}" must be of type object')
+            continue
+        if "config_name" in entry and not isinstance(entry["config_name"], str):
+            errors.append(f'"{at}.config_name" must be a string')
+        for key in ("download_size", "dataset_size"):
+            if key in entry and not _is_number(entry[key]):
+                errors.append(f'"{at}.{key}" must be a number')
+        splits = entry.get("splits")
+        if splits is None:
+            continue
+        if not isinstance(splits, list):
+            errors.append(f'"{at}.splits" must be an array')
+            continue
+        for j, split in enumerate(splits):
+            where = f"{at}.splits[{j}]"
+            if not isinstance(split, dict):
+                errors.append(f'"{where}" must be of type object')
+                continue
+            if not isinstance(split.get("name"), str):
+                errors.append(f'"{where}.name" is required' if "name" not in split else f'"{where}.name" must be a string')
+            for key in ("num_bytes", "num_examples"):
+                if key in split and not _is_number(split[key]):
+                    errors.append(f'"{where}.{key}" must be a number')
+    return errors

@@ -45,6 +45,18 @@ Auth: any ``Authorization: Bearer <token>`` is accepted, unless the server was g
 other tokens get 401. Private repos answer 401 to anonymous requests, gated repos refuse anonymous downloads.
 Request headers are never logged.
 
+Failures of a real Hub, switched on per test: ``server.token_role = "read"`` (every write, the Xet write-token
+route included, answers 403 and ``whoami`` reports ``role: read``), ``server.orgs`` (the user's organizations in
+``whoami``) with ``server.restrict_namespaces = True`` (creating or writing to a repo outside the user's and
+those namespaces answers 403 ``You don't have the rights to create a dataset under the namespace "x"``),
+``server.max_commit_files = N`` (a commit adding more files answers 413). ``POST /api/validate-yaml`` checks the
+card's front matter as the Hub does for the basic fields (``hub_model.card_metadata_errors``: license ids, size
+categories, ``configs`` and their ``data_files``, ``dataset_info`` splits, string fields) and answers 400 with
+``{"errors": [{"message": ...}]}`` in the Hub's wording (``server.validate_metadata = False``: YAML syntax only).
+``PUT .../settings`` (``update_repo_settings``) changes ``private``/``gated`` (counted as ``settings_changed``);
+``server.repo_settings(repo_id)`` reads them. Rate limits and other answers: ``fail_next(..., status=429,
+headers={"Retry-After": "1"})``.
+
 Test hooks: ``server.counters`` (a ``Counter``) counts requests per endpoint name (``"commit"``,
 ``"preupload"``, ``"lfs_batch"``, ``"lfs_upload"``, ``"resolve_get"``, ``"tree"``, ``"xet_write_token"``,
 ``"xet_read_token"``, ``"xet_bridge_get"``, ...), plus ``"commits_created"`` (commits that landed),
@@ -96,6 +108,7 @@ from hub_model import (
     Entry,
     HubState,
     Repo,
+    card_metadata_errors,
     front_matter,
     iter_body,
     matches_gitattributes,
@@ -312,9 +325,20 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404 if self.authenticated else 401, "Repository not found", "RepoNotFound")
         if write and not self.authenticated:
             raise HubError(401, "You must be authenticated to write to a repository", "RepoNotFound")
+        if write:
+            self._check_write(repo.repo_id, f"write to {repo.repo_id}")
         if download and repo.gated and not self.authenticated:
             raise HubError(401, "Access to this gated repository is restricted.", "GatedRepo")
         return repo
+
+    def _check_write(self, repo_id: str, doing: str) -> None:
+        """A read-only token (``hub.token_role = "read"``), or a namespace the user is not in when
+        ``hub.restrict_namespaces`` is set, gets 403, as on the Hub."""
+        if self.hub.token_role == "read":
+            raise HubError(403, f"You don't have the rights to {doing}: this is a read access token")
+        namespace = repo_id.split("/")[0]
+        if self.hub.restrict_namespaces and namespace not in {self.hub.user, *self.hub.orgs}:
+            raise HubError(403, f"You don't have the rights to {doing}")
 
     def _commit(self, repo: Repo, rev: str | None) -> Commit:
         revision = unquote(rev) if rev else "main"
@@ -361,8 +385,10 @@ class _Handler(BaseHTTPRequestHandler):
     def whoami(self) -> _Reply:
         if not self.authenticated:
             raise HubError(401, "Invalid credentials in Authorization header")
-        return _json({"type": "user", "name": self.hub.user, "fullname": self.hub.user, "orgs": [],
-                      "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}}})
+        return _json({"type": "user", "name": self.hub.user, "fullname": self.hub.user,
+                      "orgs": [{"type": "org", "name": org, "roleInOrg": "write"} for org in self.hub.orgs],
+                      "auth": {"type": "access_token",
+                               "accessToken": {"displayName": "local", "role": self.hub.token_role}}})
 
     def create_repo(self) -> _Reply:
         if not self.authenticated:
@@ -373,6 +399,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(400, f"Invalid repo type {repo_type!r}")
         repo_id = f"{body.get('organization') or self.hub.user}/{body['name']}"
         private = body.get("visibility", "private" if body.get("private") else "public") == "private"
+        namespace = repo_id.split("/")[0]
+        self._check_write(repo_id, f'create a {repo_type} under the namespace "{namespace}"')
         with self.state.lock:
             repo = self.state.get(repo_type, repo_id)
             if repo is not None:
@@ -392,9 +420,12 @@ class _Handler(BaseHTTPRequestHandler):
     def validate_yaml(self) -> _Reply:
         content = self.json_body().get("content", "")
         try:
-            front_matter(content)
+            data = front_matter(content)
         except yaml.YAMLError as exc:
             return _json({"errors": [{"message": f"Invalid YAML: {exc}"}], "warnings": []}, 400)
+        errors = card_metadata_errors(data) if self.hub.validate_metadata else []
+        if errors:  # as the Hub: 400, one {"message"} per problem (huggingface_hub lists them in a ValueError)
+            return _json({"errors": [{"message": m} for m in errors], "warnings": []}, 400)
         return _json({"errors": [], "warnings": []})
 
     def repo_info(self, type, ns, name, rev=None) -> _Reply:
@@ -435,6 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
                 repo.private = body["visibility"] == "private"
             if "private" in body:
                 repo.private = bool(body["private"])
+            self.hub._count("settings_changed")
         return _json({})
 
     # --- refs and history -----------------------------------------------------------
@@ -689,6 +721,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(400, "The commit payload must start with a header line")
         header = lines[0]["value"]
         branch = unquote(rev)
+        files = sum(1 for op in lines[1:] if op.get("key") in ("file", "lfsFile"))
+        if self.hub.max_commit_files is not None and files > self.hub.max_commit_files:
+            raise HubError(413, f"Payload Too Large: this commit adds {files} files, more than the "
+                                f"{self.hub.max_commit_files} files one commit may hold")
         with self.state.lock:
             if branch not in repo.branches:
                 if repo.resolve(branch) is not None:
@@ -762,6 +798,12 @@ class HubServer:
         self.user = user
         self.page_size = page_size
         self.xet = xet  # False: the Xet token routes answer 404 and resolve sends no Xet headers
+        # Switches for the failures a real Hub answers (see the module docstring):
+        self.token_role = "write"  # "read": every write answers 403, whoami reports a read token
+        self.orgs: list[str] = []  # organizations the user belongs to (whoami)
+        self.restrict_namespaces = False  # True: writes outside the user's and orgs' namespaces answer 403
+        self.max_commit_files: int | None = None  # a commit adding more files answers 413
+        self.validate_metadata = True  # validate-yaml checks the card's basic fields (False: YAML syntax only)
         self._bridge_key = secrets.token_bytes(16)
         self.counters: Counter[str] = Counter()
         self.crashes: list[str] = []  # tracebacks of bugs in this server (answered with HTTP 500)
@@ -824,6 +866,12 @@ class HubServer:
     def read(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "dataset") -> bytes:
         """The bytes of a file (reconstructed from the Xet CAS if it was uploaded through Xet)."""
         return self.state.blob_path(self.files(repo_id, revision, repo_type)[path]).read_bytes()
+
+    def repo_settings(self, repo_id: str, repo_type: str = "dataset") -> dict:
+        """``{"private": bool, "gated": False | "auto" | "manual"}`` of a repo, as its settings hold them."""
+        with self.state.lock:
+            repo = self.state.repos[(repo_type, repo_id)]
+            return {"private": repo.private, "gated": repo.gated}
 
     def cas_usage(self) -> dict[str, int]:
         """Xorbs and shards the clients stored in the Xet CAS so far (``xorbs``, ``xorb_bytes``, ``shards``,

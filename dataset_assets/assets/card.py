@@ -3,14 +3,15 @@
 
 import dagster as dg
 
-from dataset_assets.storage.layout import date_tables, table_prefix
-from dataset_assets.storage.manifest import load_manifest
-from dataset_assets.tables import in_table_order, load_tables
+from dataset_assets.tables import load_tables
 from dataset_assets.release.card import card_key, write_card
 from dataset_assets.storage.release_state import ensure_draft
 from dataset_assets.partitions import snapshots
 from dataset_assets.resources import SnapshotStore
 from dataset_assets.assets.failures import user_errors_fail
+from dataset_assets.assets.checks import check_result
+from dataset_assets.release import checks as shared_checks
+from dataset_assets.release.checks import snapshot_identity  # noqa: F401  (re-exported)
 
 
 def build_card_asset(table_keys: list[dg.AssetKey], automation_condition=None) -> dg.AssetsDefinition:
@@ -52,22 +53,8 @@ def build_card_checks(card_key: dg.AssetKey) -> list[dg.AssetChecksDefinition]:
                     description="Every table of the date was read in one Postgres snapshot (its manifests record the "
                                 "same snapshot), so the release is consistent across tables.")
     def one_postgres_snapshot(context: dg.AssetCheckExecutionContext, snapshot_store: SnapshotStore) -> dg.AssetCheckResult:
-        date = context.partition_key
-        with user_errors_fail():
-            store = snapshot_store.open()
-            seen = {t: snapshot_identity(load_manifest(store, table_prefix(date, t), t, date))
-                    for t in in_table_order(date_tables(store, date))}
-        distinct = sorted(set(seen.values()))
-        return dg.AssetCheckResult(
-            passed=len(distinct) == 1,
-            metadata={"postgres_snapshots": dg.MetadataValue.json({t: v for t, v in seen.items()})},
-            description=None if len(distinct) == 1 else
-            f"the tables of {date} come from {len(distinct)} Postgres snapshots; rematerialise the tables of the date",
-        )
+        with user_errors_fail():  # the check is release/checks.py's, shared with `dataset-assets release`
+            return check_result(shared_checks.one_postgres_snapshot(snapshot_store.open(), context.partition_key))
 
     return [one_postgres_snapshot]
 
-
-def snapshot_identity(manifest) -> str:
-    s = manifest.source_snapshot or {}
-    return f"{s.get('txid_snapshot', '')}@{s.get('taken_at', '')}"

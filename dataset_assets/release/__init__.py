@@ -2,6 +2,7 @@
 Hub as one commit tagged ``snapshot-<date>``, and announced.
 
 * ``card``     the dataset card (README.md): facts, front matter, sections, field docs, profile
+* ``checks``   the blocking checks of a snapshot date (the Dagster checks and the CLI's ``release`` share them)
 * ``snapshot`` what of a snapshot date is pushed (checked against the manifests)
 * ``hub``      the push to the Hub (the only place "publish" is used)
 * ``notify``   the webhook message

@@ -25,13 +25,15 @@ def release_snapshot(
     webhook_url: str | None,
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] = print,
+    apply_settings: bool = False,
 ) -> tuple[PublishResult, list[Manifest]]:
     """The published result and the manifests of the tables it holds (tables.yaml's first).
-    A failing webhook only ``warn``s: the release has happened by then."""
+    ``apply_settings``: change an existing repo's visibility and gating to ``private``/``gated`` (else a
+    difference is refused). A failing webhook only ``warn``s: the release has happened by then."""
     begin_release(store, snapshot, {"repo_id": repo_id})  # the date's writers wait (release_state)
     try:
         result = publish_snapshot(store, snapshot, repo_id, token=token, endpoint=endpoint, private=private,
-                                  gated=gated, log=log)
+                                  gated=gated, apply_settings=apply_settings, log=log)
         mark_published(store, snapshot, {"repo_id": result.repo_id, "url": result.repo_url, "tag": result.tag,
                                          "commit": result.commit_sha})
     finally:

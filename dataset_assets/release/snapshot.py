@@ -16,8 +16,9 @@ identity, chunk fingerprints) reaches the Hub.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dataset_assets.settings import env_int
 from dataset_assets.errors import UserError, VerificationError
 from dataset_assets.storage.layout import MANIFEST, README, SUCCESS, card_key, date_prefix, leaf, parse_snapshot_date
 from dataset_assets.storage.manifest import parse_manifest
@@ -130,3 +131,86 @@ def public_manifest(raw: bytes | str) -> bytes:
     if isinstance(out.get("chunking"), dict):
         out["chunking"] = {k: v for k, v in out["chunking"].items() if k in PUBLIC_CHUNKING}
     return (json.dumps(out, indent=2, sort_keys=False) + "\n").encode()
+
+
+# --- the Hub's limits -------------------------------------------------------------------------------------------
+GB = 1000**3
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    """What one release may hold so the Hub and its dataset viewer take it (see ``../shared/notes/hugging-face-hub.md``).
+
+    * ``files_per_commit``: files one commit adds or replaces. The Hub advises 50-100 per commit; ``create_commit``
+      does not split (only ``upload_folder``'s pipeline does, 20-1000 files per commit, adapting to the server's
+      commit timeout), and a release is one atomic commit, so it is refused above this. The default is 5,000
+      (``DATASET_ASSETS_HUB_FILES_PER_COMMIT``), not 100: incremental tables write one shard per key chunk
+      (1,000 rows by default), so a first release of a 1M-row table sends about 1,000 files; fewer, larger
+      files need the byte-sized shards of the refresh issue.
+    * ``entries_per_folder``: files and subfolders directly in one folder of the repo after the commit (< 10k).
+    * ``files_per_repo``: files in the repo after the commit (< 100k).
+    * ``file_bytes``: one file's size (the Hub advises < 200 GB, 500 GB is the hard limit).
+    * ``row_group_bytes``: uncompressed bytes of one parquet row group (the footer's ``total_byte_size``, the
+      number the dataset viewer compares with 300,000,000: above it the viewer refuses the file).
+    """
+
+    files_per_commit: int = field(default_factory=lambda: env_int("DATASET_ASSETS_HUB_FILES_PER_COMMIT", 5_000, minimum=1))
+    entries_per_folder: int = 10_000
+    files_per_repo: int = 100_000
+    file_bytes: int = 200 * GB
+    row_group_bytes: int = 300_000_000
+
+
+DEFAULT_LIMITS = HubLimits()
+
+_FEWER_FILES = ("export the date again with fewer files (a larger chunk_rows in tables.yaml for an incremental table, "
+                "larger shards with --shard-mib for a full one) or publish fewer tables, then publish")
+_SMALLER_FILES = "export the date again with smaller shards (--shard-mib), then publish"
+
+
+def commit_limit_problem(repo_id: str, date: str, sent: list[str], tree_after: set[str] | list[str],
+                         limits: HubLimits = DEFAULT_LIMITS) -> str | None:
+    """The sentence refusing a commit that sends the files ``sent`` and leaves the repo holding ``tree_after``
+    (every file path), or None when it fits ``limits``."""
+    if len(sent) > limits.files_per_commit:
+        return (f"Snapshot {date} would send {len(sent)} files to {repo_id} in one commit, more than the "
+                f"{limits.files_per_commit} files per commit the Hub takes reliably, so nothing was published; "
+                f"{_FEWER_FILES}.")
+    if len(tree_after) > limits.files_per_repo:
+        return (f"After snapshot {date}, {repo_id} would hold {len(tree_after)} files, more than the Hub's "
+                f"{limits.files_per_repo} files per repository, so nothing was published; {_FEWER_FILES}.")
+    entries: dict[str, set[str]] = {}
+    for path in tree_after:
+        parts = path.split("/")
+        for depth in range(len(parts)):
+            entries.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
+    for folder, names in sorted(entries.items()):
+        if len(names) > limits.entries_per_folder:
+            where = f"folder {folder}/" if folder else "the top folder"
+            return (f"After snapshot {date}, {where} of {repo_id} would hold {len(names)} files and folders, more "
+                    f"than the Hub's {limits.entries_per_folder} per folder, so nothing was published; "
+                    f"{_FEWER_FILES}.")
+    return None
+
+
+def file_limit_problem(repo_id: str, date: str, shards: list[Shard], limits: HubLimits = DEFAULT_LIMITS) -> str | None:
+    """The sentence refusing a shard larger than the Hub's file size limit (sizes from the manifests), or None."""
+    for s in shards:
+        if s.size > limits.file_bytes:
+            return (f"{s.repo_path} of snapshot {date} has {s.size} bytes, more than the Hub's file size limit of "
+                    f"{limits.file_bytes} bytes, so nothing was published to {repo_id}; {_SMALLER_FILES}.")
+    return None
+
+
+def row_group_problem(path: str, metadata, date: str, limits: HubLimits = DEFAULT_LIMITS) -> str | None:
+    """The sentence refusing a parquet file (its footer's ``metadata``, a :class:`pyarrow.parquet.FileMetaData`)
+    with a row group of more than ``limits.row_group_bytes`` uncompressed bytes, or None."""
+    for i in range(metadata.num_row_groups):
+        rg = metadata.row_group(i)
+        if rg.total_byte_size > limits.row_group_bytes:
+            return (f"Row group {i} of {path} (snapshot {date}) holds {rg.total_byte_size} uncompressed bytes "
+                    f"({rg.num_rows} rows), more than the {limits.row_group_bytes} per row group the Hub's dataset viewer "
+                    f"reads, "
+                    f"so nothing was published; export the date again with smaller row groups (row_group_mib of "
+                    f"the export settings), then publish.")
+    return None

@@ -75,8 +75,9 @@ class HubResource(dg.ConfigurableResource):
     """The Hugging Face dataset repo snapshots are published to, and who is told about it.
 
     ``token`` is a write token (set it from ``HF_TOKEN``); it is handed to the Hub client only and never
-    appears in logs, metadata or error messages. ``private`` and ``gated`` apply when the repo is created
-    (an existing repo keeps its settings); ``gated`` is "auto", "manual" or "" for none.
+    appears in logs, metadata or error messages. ``private`` and ``gated`` ("auto", "manual" or "" for none)
+    are the terms the dataset is published under: a new repo is created with them; an existing repo whose
+    settings differ is changed to them when ``apply_settings`` is true, else the release refuses to publish.
     """
 
     repo_id: str = ""                 # ORG/NAME; empty = not configured (the release asset fails, saying so)
@@ -85,6 +86,7 @@ class HubResource(dg.ConfigurableResource):
     private: bool = True
     gated: str = "auto"
     webhook_url: str = ""             # Slack-compatible incoming webhook; empty = no notification
+    apply_settings: bool = False      # change an existing repo's visibility/gating to private/gated (else refuse)
 
     def require_repo(self) -> str:
         if not self.repo_id.strip():
@@ -102,7 +104,8 @@ class HubResource(dg.ConfigurableResource):
 
         return release_snapshot(store, snapshot, self.require_repo(), token=self.token or None,
                                 endpoint=self.endpoint or None, private=self.private, gated=self.gated_value(),
-                                webhook_url=self.webhook_url or None, log=log, warn=warn)
+                                webhook_url=self.webhook_url or None, log=log, warn=warn,
+                                apply_settings=self.apply_settings)
 
 
 def default_resources() -> dict:
