@@ -101,7 +101,7 @@ def test_three_days_of_the_release_loop(mutable_uri, tmp_path):
     store = LocalStore(store_dir)
     base = {k: v for k, v in os.environ.items() if k != "DATASET_ASSETS_SENSORS"}
     base.update(DATASET_ASSETS_SOURCE_URI=mutable_uri, DATASET_ASSETS_STORE_URL=str(store_dir),
-                DATASET_ASSETS_SENSOR_INTERVAL="3", DATASET_ASSETS_AUTOMATION_INTERVAL="3",
+                DATASET_ASSETS_SENSOR_INTERVAL="1", DATASET_ASSETS_AUTOMATION_INTERVAL="1",
                 DATASET_ASSETS_WORKERS="1", DATASET_ASSETS_HF_REPO=REPO, HF_TOKEN=token, HF_ENDPOINT=hub.endpoint,
                 HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
     timeline = []

@@ -5,13 +5,10 @@ push, the card of a released date refused, and a date registered for the Dagster
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-from platform_helpers import ROOT, assert_one_sentence_error, run_cli
+from platform_helpers import assert_one_sentence_error, run_cli
 
 from dataset_assets.storage.release_state import is_published, publication
 from dataset_assets.storage.stores import LocalStore
@@ -117,26 +114,3 @@ def test_a_failing_blocking_check_stops_the_release(seeded_uri, hub_server, tmp_
     assert "card" not in steps(p) and "push" not in steps(p) and p.stdout == ""
     assert hub_server.counters["create_repo"] == 0 and hub_server.counters["commit"] == 0
     assert not is_published(store, FIRST) and not store.exists(f"snapshots/{FIRST}/README.md")
-
-
-def test_a_registered_date_materialises_from_the_dagster_cli(seeded_uri, tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    store_dir = tmp_path / "store"
-    env = dict(os.environ, DAGSTER_HOME=str(home), DATASET_ASSETS_SOURCE_URI=seeded_uri,
-               DATASET_ASSETS_STORE_URL=str(store_dir), DATASET_ASSETS_HF_REPO="", DATASET_ASSETS_WORKERS="2",
-               DATASET_ASSETS_SENSORS="stopped")
-    dagster = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "dataset_assets.definitions",
-               "--select", "image,audio", "--partition", FIRST]
-
-    unknown = subprocess.run(dagster, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert unknown.returncode != 0 and FIRST in unknown.stderr, unknown.stderr[-2000:]
-
-    registered = run_cli("register", "--snapshot", FIRST, env={"DAGSTER_HOME": str(home)})
-    assert registered.returncode == 0, registered.stderr
-    assert registered.stdout.startswith(f"registered snapshot date {FIRST} in the Dagster instance {home}")
-
-    done = subprocess.run(dagster, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    store = LocalStore(store_dir)
-    assert store.is_complete(f"snapshots/{FIRST}/image") and store.is_complete(f"snapshots/{FIRST}/audio")
