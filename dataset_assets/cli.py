@@ -184,6 +184,7 @@ def cmd_release(args) -> int:
     from dataset_assets.export.run import ExportOptions, default_workers, export_snapshot
     from dataset_assets.release import checks
     from dataset_assets.release.release import release_snapshot
+    from dataset_assets.release.hub import verify_release
     from dataset_assets.storage.layout import date_tables, parse_snapshot_date, table_prefix
     from dataset_assets.storage.manifest import load_manifest
     from dataset_assets.storage.release_state import ensure_draft, is_releasing, publication
@@ -203,7 +204,7 @@ def cmd_release(args) -> int:
                             f"release a new snapshot date to publish to {repo_id}.")
         for name in ("export", "checks", "card"):
             _step(name, f"skipped: snapshot {date} is released")
-        found = checks.verify_release(store, date, repo_id, token=hub["token"], endpoint=hub["endpoint"])
+        found = verify_release(store, date, repo_id, token=hub["token"], endpoint=hub["endpoint"])
         _step("push", f"skipped: snapshot {date} is released as {found.tag} at {found.commit[:12]}, "
                       f"which holds exactly the stored snapshot (verified)")
         manifests = [load_manifest(store, table_prefix(date, t), t, date) for t in in_table_order(date_tables(store, date))]

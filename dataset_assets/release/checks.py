@@ -10,12 +10,11 @@ the previous snapshot). Per date: ``one_postgres_snapshot`` (every table read in
 
 Also what the command line needs to skip a step that is done: :func:`tables_ready` (every table of a
 date complete, in one Postgres snapshot), :func:`card_is_current` (the stored card describes the
-stored tables) and :func:`verify_release` (a released date's tag on the Hub holds exactly the snapshot).
+stored tables). (A released date's tag is verified by ``release.hub.verify_release``.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ from dataclasses import dataclass, field
 from dataset_assets.errors import UserError
 from dataset_assets.release.card.docs import check_documentation
 from dataset_assets.storage.checks import primary_key_report
-from dataset_assets.storage.layout import MANIFEST, card_key, date_tables, snapshot_dates, table_prefix
-from dataset_assets.storage.manifest import FileEntry, Manifest, load_manifest
+from dataset_assets.storage.layout import card_key, date_tables, snapshot_dates, table_prefix
+from dataset_assets.storage.manifest import Manifest, load_manifest
 from dataset_assets.storage.stores import Store
-from dataset_assets.storage.verify import Found, file_problems, verify_table
+from dataset_assets.storage.verify import verify_table
 from dataset_assets.tables import TableConfig, in_table_order, table_config
 
 MAX_ROW_DROP_ENV = "DATASET_ASSETS_MAX_ROW_DROP"
@@ -248,74 +247,3 @@ def card_is_current(store: Store, date: str) -> str | None:
         if not m.root_hash or m.root_hash not in text:
             return f"the card does not describe the stored {t}"
     return None
-
-
-# --- a released date on the Hub -------------------------------------------------------------------
-@dataclass(frozen=True)
-class ReleaseFound:
-    repo_id: str
-    tag: str
-    commit: str
-    url: str
-
-
-def verify_release(store: Store, date: str, repo_id: str, *, token: str | None, endpoint: str | None) -> ReleaseFound:
-    """Check that the tag ``snapshot-<date>`` of ``repo_id`` holds exactly the snapshot in ``store`` (every shard's
-    size and sha256, the card and the public manifests); raise :class:`UserError` in one sentence if not."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-    from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils.sha import git_hash
-
-    from dataset_assets import __version__
-    from dataset_assets.release.snapshot import load_snapshot
-
-    snap = load_snapshot(store, date)
-    tag = f"snapshot-{snap.date}"
-    api = HfApi(endpoint=endpoint, token=token, library_name="dataset-assets", library_version=__version__)
-    url = f"{api.endpoint}/datasets/{repo_id}"
-    try:
-        refs = api.list_repo_refs(repo_id, repo_type="dataset")
-        target = {t.name: t.target_commit for t in refs.tags}.get(tag)
-        if target is None:
-            raise UserError(f"Snapshot {date} is marked released to {repo_id} in {store.url}, but the Hub has no tag {tag}; "
-                            f"check the repo, or tag the commit the store recorded for it again.")
-        tree = {f.path: f for f in api.list_repo_tree(repo_id, repo_type="dataset", revision=target, recursive=True)
-                if isinstance(f, RepoFile)}
-    except RepositoryNotFoundError:
-        raise UserError(f"The dataset repo {repo_id} does not exist on the Hub or the token cannot see it; "
-                        f"check the repo id and the token.") from None
-    except HfHubHTTPError as err:
-        status = err.response.status_code if getattr(err, "response", None) is not None else None
-        raise UserError(f"The Hub failed to list the tags and files of {repo_id} (HTTP {status}); "
-                        f"check the token and try again.") from None
-    except Exception as err:  # noqa: BLE001  (only a network failure becomes a sentence)
-        if not _network_error(err):
-            raise
-        raise UserError(f"Could not reach the Hub at {api.endpoint} ({type(err).__name__}); check the network and "
-                        f"HF_ENDPOINT.") from None
-    problems: list[str] = []
-    for t in snap.tables:
-        found = {path.split("/", 1)[1]: Found(r.size, r.lfs.sha256 if r.lfs else "(not stored with LFS)")
-                 for path, r in tree.items() if path.split("/", 1)[0] == t.name and "/" in path}
-        entries = [FileEntry(path=s.repo_path.split("/", 1)[1], rows=s.rows, bytes=s.size, sha256=s.sha256) for s in t.shards]
-        problems += file_problems(entries, found, t.name, allowed_extra=(MANIFEST,))
-    for path, data in snap.metadata_files().items():
-        r = tree.get(path)
-        if r is None:
-            problems.append(f"{path} is missing")
-        elif (r.lfs.sha256 if r.lfs else r.blob_id) != (hashlib.sha256(data).hexdigest() if r.lfs else git_hash(data)):
-            problems.append(f"{path} differs from the store's")
-    if problems:
-        raise UserError(f"The release tag {tag} of {repo_id} at {target[:12]} does not match snapshot {date} in {store.url}: "
-                        f"{problems[0]}; find out what changed the store or the Hub.")
-    return ReleaseFound(repo_id, tag, target, url)
-
-
-
-def _network_error(err: BaseException) -> bool:
-    try:
-        import httpx2
-    except ImportError:  # pragma: no cover
-        return isinstance(err, (ConnectionError, TimeoutError))
-    return isinstance(err, (httpx2.TransportError, ConnectionError, TimeoutError))

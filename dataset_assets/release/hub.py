@@ -333,6 +333,31 @@ def publish_snapshot(
         raise
 
 
+@dataclass(frozen=True)
+class ReleaseFound:
+    repo_id: str
+    tag: str
+    commit: str
+    url: str
+
+
+def verify_release(store: Store, date: str, repo_id: str, *, token: str | None, endpoint: str | None = None,
+                   max_attempts: int = 4, retry_wait: float = 2.0) -> ReleaseFound:
+    """Check that the tag ``snapshot-<date>`` of ``repo_id`` holds exactly the snapshot in ``store`` (every
+    shard's size and sha256, the card and the public manifests), with the push's own Hub calls, retries and
+    error sentences; raise :class:`UserError` in one sentence if not."""
+    pusher = _Pusher(store, date, repo_id, token, endpoint, lambda msg: None, max_attempts, retry_wait)
+    target = pusher._tags().get(pusher.tag)
+    if target is None:
+        raise UserError(f"Snapshot {date} is marked released to {repo_id} in {store.url}, but the Hub has no tag "
+                        f"{pusher.tag}; check the repo, or tag the commit the store recorded for it again.")
+    problems = _mismatches(pusher._tree(target), pusher.snap)
+    if problems:
+        raise UserError(f"The release tag {pusher.tag} of {repo_id} at {target[:12]} does not match snapshot {date} "
+                        f"in {store.url}: {problems[0]}; find out what changed the store or the Hub.")
+    return ReleaseFound(repo_id, pusher.tag, target, pusher.repo_url)
+
+
 def _gated_value(gated: bool | str) -> str | bool:
     if gated is True:
         return "auto"
