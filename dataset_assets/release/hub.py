@@ -586,12 +586,7 @@ class _Pusher:
             except Exception as err:
                 if xet_upload and isinstance(err, OSError) and (refusal := self._xet_refusal()) is not None:
                     raise refusal from None  # hf_xet reports a refused token route as a ConnectionError
-                if not _is_network_error(err):
-                    raise
-                wait = self._network_wait(attempt, err)
-                if wait is None:
-                    raise self._unreachable(err, doing, attempt) from None
-                reason = type(err).__name__
+                wait, reason = self._network_retry(err, doing, attempt)
             self.say(f"The Hub failed ({reason}); retrying in {wait:g}s (attempt {attempt + 1}/{self.max_attempts}).")
             time.sleep(wait)
         raise AssertionError("unreachable")
@@ -804,6 +799,16 @@ class _Pusher:
         refs = self._call("list the repository tags", lambda: self.api.list_repo_refs(self.repo_id, repo_type="dataset"))
         return {t.name: t.target_commit for t in refs.tags}
 
+    def _network_retry(self, err: Exception, doing: str, attempt: int) -> tuple[float, str]:
+        """(seconds to wait, reason) before retrying after ``err``; re-raises what is not a network
+        failure, and the one sentence when the network failure is final."""
+        if not _is_network_error(err):
+            raise err
+        wait = self._network_wait(attempt, err)
+        if wait is None:
+            raise self._unreachable(err, doing, attempt) from None
+        return wait, type(err).__name__
+
     def _call(self, doing: str, fn):
         """Run a Hub call, retrying transient failures; other failures become a UserError."""
         for attempt in range(1, self.max_attempts + 1):
@@ -818,12 +823,7 @@ class _Pusher:
                     raise self._http_error(err, doing, attempt) from None
                 reason = f"HTTP {_status(err)}"
             except Exception as err:
-                if not _is_network_error(err):
-                    raise
-                wait = self._network_wait(attempt, err)
-                if wait is None:
-                    raise self._unreachable(err, doing, attempt) from None
-                reason = type(err).__name__
+                wait, reason = self._network_retry(err, doing, attempt)
             self.say(f"The Hub failed to {doing} ({reason}); retrying in {wait:g}s.")
             time.sleep(wait)
         raise AssertionError("unreachable")
