@@ -6,23 +6,19 @@ Against the local Hub (``hub_server.py``) and its failure switches, with the rea
 
 from __future__ import annotations
 
-import hashlib
-import io
 import socket
 import time
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 
+from hub_snapshots import card as shared_card, write_snapshot as shared_write_snapshot
 from platform_helpers import assert_one_sentence_error, run_cli
 
 from dataset_assets.errors import UserError
 from dataset_assets.release import publish_snapshot
 from dataset_assets.release.snapshot import HubLimits
 from dataset_assets.resources import HubResource
-from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema
 from dataset_assets.storage.release_state import is_published
 from dataset_assets.storage.stores import LocalStore
 
@@ -31,36 +27,11 @@ FIRST, SECOND = "2026-01-01", "2026-02-01"
 
 
 def card(*tables: str, license: str = "other", configs: str | None = None) -> bytes:
-    if configs is None:
-        configs = "".join(
-            f"- config_name: {t}\n  data_files:\n  - split: train\n    path: {t}/train-*.parquet\n" for t in tables)
-    return f"---\nlicense: {license}\nconfigs:\n{configs}---\n# Test dataset\n".encode()
-
-
-def parquet(ids: list[int]) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"id": pa.array(ids, pa.int64())}), buf)
-    return buf.getvalue()
+    return shared_card(*tables, license=license, configs=configs)
 
 
 def write_snapshot(store: LocalStore, date: str, tables: dict[str, list[list[int]]], readme: bytes | None = None):
-    """A snapshot as the exporter leaves it: shards, ``_manifest.json``, ``_SUCCESS``, ``README.md``."""
-    for table, shards in tables.items():
-        prefix = f"snapshots/{date}/{table}"
-        staging = store.staging_dir(prefix)
-        files = []
-        for i, ids in enumerate(shards):
-            data = parquet(ids)
-            name = f"train-{i:05d}-000.parquet"
-            (staging / name).write_bytes(data)
-            files.append(FileEntry(path=name, rows=len(ids), bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
-        manifest = Manifest(table=table, snapshot=date, row_count=sum(len(s) for s in shards), files=files,
-                            schema=[{"name": "id", "type": "int8"}],
-                            arrow_schema=encode_schema(pa.schema([("id", pa.int64())])), source={},
-                            source_snapshot={}, created_at="2026-01-01T00:00:00+00:00")
-        (staging / "_manifest.json").write_text(manifest.to_json())
-        store.commit_dir(staging, prefix)
-    store.put_bytes(f"snapshots/{date}/README.md", readme if readme is not None else card(*tables))
+    shared_write_snapshot(store, date, tables, readme=readme if readme is not None else card(*tables))
 
 
 @pytest.fixture

@@ -3,16 +3,13 @@ Xet (the default, as in production) and, where it matters, through LFS (``HF_HUB
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema
+from hub_snapshots import parquet, write_snapshot
+
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from dataset_assets.errors import UserError, VerificationError
@@ -21,42 +18,6 @@ from dataset_assets.storage.stores import LocalStore
 
 REPO = "test-user/snapshots"
 FIRST, SECOND = "2026-01-01", "2026-02-01"
-
-
-def card(*tables: str) -> bytes:
-    configs = "".join(
-        f"- config_name: {t}\n  data_files:\n  - split: train\n    path: {t}/train-*.parquet\n" for t in tables)
-    return f"---\nconfigs:\n{configs}---\n# Test dataset\n".encode()
-
-
-def parquet(ids: list[int]) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"id": pa.array(ids, pa.int64())}), buf)
-    return buf.getvalue()
-
-
-def write_snapshot(store: LocalStore, date: str, tables: dict[str, list[list[int]]], *, success: bool = True,
-                   readme: bytes | None = None) -> None:
-    """A snapshot as the exporter leaves it: shards, ``_manifest.json``, ``_SUCCESS``, ``README.md``."""
-    for table, shards in tables.items():
-        prefix = f"snapshots/{date}/{table}"
-        staging = store.staging_dir(prefix)
-        files = []
-        for i, ids in enumerate(shards):
-            data = parquet(ids)
-            name = f"train-{i:05d}-000.parquet"
-            (staging / name).write_bytes(data)
-            files.append({"path": name, "rows": len(ids), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-        schema = pa.schema([("id", pa.int64())])
-        manifest = Manifest(table=table, snapshot=date, row_count=sum(len(s) for s in shards),
-                            files=[FileEntry(**f) for f in files], schema=[{"name": "id", "type": "int8"}],
-                            arrow_schema=encode_schema(schema), source={}, source_snapshot={},
-                            created_at="2026-01-01T00:00:00+00:00")
-        (staging / "_manifest.json").write_text(manifest.to_json())
-        store.commit_dir(staging, prefix)
-        if not success:
-            store.delete_prefix(f"{prefix}/_SUCCESS")
-    store.put_bytes(f"snapshots/{date}/README.md", readme if readme is not None else card(*tables))
 
 
 @pytest.fixture
