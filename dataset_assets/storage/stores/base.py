@@ -126,6 +126,14 @@ class Store(ABC):
         version replacing it (locally: one rename; on S3: a new version, see ``s3.py``).
         """
 
+    @staticmethod
+    def _fresh_dir(root: Path) -> Path:
+        """``root`` emptied of an interrupted run's leftovers and created (an ``OSError`` is the caller's to word)."""
+        if root.exists():
+            shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        return root
+
     def stage_reused(self, staging: Path, reuse: Mapping[str, str]) -> Mapping[str, str]:
         """Put objects reused from earlier snapshots into ``staging`` ahead of ``commit_dir``,
         where that is cheap for the store (it runs while the export still reads); returns the

@@ -116,14 +116,10 @@ class LocalStore(Store):
         return self.root / STAGING / prefix.strip("/").replace("/", "__")
 
     def staging_dir(self, prefix: str) -> Path:
-        root = self._staging_root(prefix)
-        if root.exists():
-            shutil.rmtree(root, ignore_errors=True)  # leftovers of an interrupted run
         try:
-            root.mkdir(parents=True)
+            return self._fresh_dir(self._staging_root(prefix))
         except OSError as exc:
             raise _store_error(exc, self.root) from None
-        return root
 
     def stage_reused(self, staging: Path, reuse: Mapping[str, str]) -> Mapping[str, str]:
         """Hard links (copies across file systems) into the staging directory: all of it.

@@ -606,13 +606,10 @@ class S3Store(Store):
 
     def staging_dir(self, prefix: str) -> Path:
         root = self._staging_path(prefix)
-        if root.exists():
-            shutil.rmtree(root, ignore_errors=True)  # leftovers of an interrupted run
         try:
-            root.mkdir(parents=True)
+            return self._fresh_dir(root)
         except OSError as exc:
             raise StoreError(f"Cannot create the local staging folder {root} ({exc.strerror or exc}); free space or set DATASET_ASSETS_STAGING to a writable folder.") from None
-        return root
 
     def commit_dir(self, staging: Path, prefix: str, *, reuse: Mapping[str, str] | None = None, replace: bool = False) -> None:
         """A new version of ``prefix`` from ``staging`` (and ``reuse``), switched to by its pointer
