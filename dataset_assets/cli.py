@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     def source_arg(sp):
         sp.add_argument("--source", help=f"postgresql:// URI (default: ${ENV_SOURCE}, else the embedded Postgres)")
 
+    def snapshot_arg(sp):
+        sp.add_argument("--snapshot", required=True, help="snapshot date, YYYY-MM-DD")
+
     def store_arg(sp):
         sp.add_argument("--store", help=f"folder, file:///path or s3://bucket/prefix (default: ${ENV_STORE}, else .local/store)")
 
@@ -319,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("export", help="export tables at one point in time into a snapshot")
     sp.add_argument("--table", action="append", help="table to export (repeatable; default: all configured)")
-    sp.add_argument("--snapshot", required=True, help="snapshot date, YYYY-MM-DD")
+    snapshot_arg(sp)
     sp.add_argument("--workers", type=int, default=None, help="parallel readers (default: number of cores)")
     sp.add_argument("--shard-mib", type=float, default=512, help="roll shards at this size (MiB, up to 2048)")
     sp.add_argument("--zstd-level", type=int, default=1, help="zstd compression level (default 1)")
@@ -332,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("verify", help="re-hash a stored snapshot against its manifests")
-    sp.add_argument("--snapshot", required=True)
+    snapshot_arg(sp)
     sp.add_argument("--table", action="append")
     store_arg(sp)
     sp.set_defaults(func=cmd_verify)
@@ -346,14 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co)")
 
     sp = sub.add_parser("card", help="render and store the dataset card (README.md) of a snapshot date")
-    sp.add_argument("--snapshot", required=True, help="snapshot date, YYYY-MM-DD")
+    snapshot_arg(sp)
     sp.add_argument("--force", action="store_true",
                     help="render it even when the stored card describes the stored tables (e.g. after editing dataset_docs/)")
     store_arg(sp)
     sp.set_defaults(func=cmd_card)
 
     sp = sub.add_parser("publish", help="push a snapshot to a Hugging Face dataset repo and tag it snapshot-<date>")
-    sp.add_argument("--snapshot", required=True, help="snapshot date, YYYY-MM-DD")
+    snapshot_arg(sp)
     sp.add_argument("--dry-run", action="store_true", help="print the files to add, delete and keep; change nothing")
     hub_args(sp)
     store_arg(sp)
@@ -361,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("release", help="the whole job: export every table in one Postgres snapshot, run the blocking "
                                         "checks, render the card, push, tag, verify, notify (done steps are skipped)")
-    sp.add_argument("--snapshot", required=True, help="snapshot date, YYYY-MM-DD")
+    snapshot_arg(sp)
     sp.add_argument("--workers", type=int, default=None, help="parallel readers of the export (default: number of cores)")
     hub_args(sp)
     source_arg(sp)
@@ -370,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("register", help="add a snapshot date to the Dagster instance ($DAGSTER_HOME, else .local/dagster), "
                                          "so `dagster asset materialize --partition <date>` accepts it")
-    sp.add_argument("--snapshot", required=True, help="snapshot date, YYYY-MM-DD")
+    snapshot_arg(sp)
     sp.set_defaults(func=cmd_register)
 
     return p
