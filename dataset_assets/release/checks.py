@@ -170,18 +170,20 @@ def rows_not_collapsed(store: Store, date: str, table: str, manifest: Manifest |
     return CheckResult(table, "rows_not_collapsed", passed=passed, metadata=metadata, description=description)
 
 
-def run_table_check(name: str, store: Store, date: str, cfg: TableConfig) -> CheckResult:
-    """The check ``name`` (one of :data:`TABLE_CHECKS`) of table ``cfg`` on ``date``."""
-    if name == "rows_match_source":
-        return rows_match_source(store, date, cfg.name)
-    if name == "primary_key_unique":
-        return primary_key_unique(store, date, cfg)
+def run_table_check(name: str, store: Store, date: str, cfg: TableConfig, manifest: Manifest | None = None) -> CheckResult:
+    """The check ``name`` (one of :data:`TABLE_CHECKS`) of table ``cfg`` on ``date`` (``manifest``: the table's,
+    when the caller has read it already)."""
     if name == "checksums_verify":
-        return checksums_verify(store, date, cfg.name)
+        return checksums_verify(store, date, cfg.name)  # reads the manifest itself, with the files
+    m = _manifest(store, date, cfg.name, manifest)
+    if name == "rows_match_source":
+        return rows_match_source(store, date, cfg.name, m)
+    if name == "primary_key_unique":
+        return primary_key_unique(store, date, cfg, m)
     if name == "columns_documented":
-        return columns_documented(store, date, cfg.name)
+        return columns_documented(store, date, cfg.name, m)
     if name == "rows_not_collapsed":
-        return rows_not_collapsed(store, date, cfg.name)
+        return rows_not_collapsed(store, date, cfg.name, m)
     raise ValueError(f"unknown table check {name!r}")
 
 
@@ -208,8 +210,11 @@ def blocking_checks(store: Store, date: str, tables: list[str]) -> Iterator[Chec
     """Every blocking check of ``date``: each table's, in :data:`TABLE_CHECKS` order, then the date's."""
     for t in in_table_order(tables):
         cfg = table_config(t)
+        manifest = None
         for name in TABLE_CHECKS:
-            yield run_table_check(name, store, date, cfg)
+            if name != "checksums_verify" and manifest is None:
+                manifest = _manifest(store, date, t, None)  # read once for the table's checks
+            yield run_table_check(name, store, date, cfg, manifest)
     yield one_postgres_snapshot(store, date)  # every table folder of the date, as the card's Dagster check
 
 
@@ -221,12 +226,10 @@ def tables_ready(store: Store, date: str, tables: list[str]) -> str | None:
     if missing:
         return f"{', '.join(missing)} not complete"
     try:
-        identities = {snapshot_identity(load_manifest(store, table_prefix(date, t), t, date)) for t in tables}
+        check = one_postgres_snapshot(store, date, tables)
     except UserError as exc:
         return str(exc)
-    if len(identities) != 1:
-        return f"the tables come from {len(identities)} Postgres snapshots"
-    return None
+    return None if check.passed else f"the tables come from {len(set(check.metadata['postgres_snapshots'].values()))} Postgres snapshots"
 
 
 def card_is_current(store: Store, date: str) -> str | None:
