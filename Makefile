@@ -14,7 +14,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 DEMO_ROWS_IMAGE ?= 100000
 DEMO_ROWS_AUDIO ?= 20000
 
-.PHONY: install lock lint demo dev test test-unit test-integration test-e2e test-fast bench clean
+.PHONY: install lock lint demo dev test test-unit test-integration test-e2e test-fast bench bench-refresh clean
 
 # pip --target needs no venv; where there is no pip, a small venv brings one
 $(UV):
@@ -42,9 +42,18 @@ demo: install
 dev: install
 	$(PY) -m dataset_assets.local.dev
 
-# everything (CI): the lint, then the three tiers
+# everything (CI): the lint, the unit tier, then the integration and e2e tiers side by side (two
+# pytest processes: the e2e tier mostly waits for a daemon's ticks, so on two cores the pair takes
+# little more than the integration tier alone). The e2e tier's output follows the integration's.
+E2E_LOG := .local/test-e2e.log
 test: lint
-	$(PYTEST)
+	$(PYTEST) tests/unit
+	@mkdir -p .local; \
+	$(PYTEST) tests/e2e > $(E2E_LOG) 2>&1 & e2e=$$!; \
+	$(PYTEST) tests/integration; integration=$$?; \
+	wait $$e2e; e2e_status=$$?; \
+	echo "---- tests/e2e (ran beside tests/integration) ----"; cat $(E2E_LOG); \
+	test $$integration -eq 0 -a $$e2e_status -eq 0
 
 test-unit: install
 	$(PYTEST) tests/unit
@@ -60,6 +69,10 @@ test-fast: install
 
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# what a refresh costs after each kind of catalogue change, against a full export (bench/README.md, "Refresh")
+bench-refresh: install
+	$(PY) bench/refresh.py
 
 clean:
 	-$(PY) -c "from dataset_assets.local.embedded import stop_embedded; stop_embedded()" 2>/dev/null

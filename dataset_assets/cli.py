@@ -1,4 +1,4 @@
-"""The `dataset-assets` command line: seed, export, verify, card, publish, release, register.
+"""The `dataset-assets` command line: seed, export, verify, card, publish, release, register, apply-changes.
 
 ``release`` does the whole job on the code the Dagster assets run: the export of every table in one
 Postgres snapshot, the blocking checks (``release/checks.py``), the card, the push. User errors print
@@ -104,6 +104,26 @@ def cmd_verify(args) -> int:
     if bad:
         print(f"{bad} table(s) of snapshot {args.snapshot} do not match their manifests; re-export them with --force.", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_apply_changes(args) -> int:
+    from pathlib import Path
+
+    from dataset_assets.export.feed import apply_changes
+    from dataset_assets.storage.layout import MANIFEST
+
+    new = Path(args.new)
+    manifest = new / MANIFEST if new.is_dir() else new
+    report = apply_changes(Path(args.previous), manifest, manifest.parent, Path(args.out))
+    for p in report.problems:
+        print(f"BAD {p}")
+    if not report.ok:
+        print(f"The feed did not rebuild the release ({len(report.problems)} problem(s) above); download the release whole.",
+              file=sys.stderr)
+        return 1
+    print(f"ok  {args.out}: {report.files_kept} files kept, {report.files_rebuilt} rebuilt from the feed, {report.rows:,} rows; "
+          f"root hash {report.root_hash} = the new manifest's")
     return 0
 
 
@@ -339,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--table", action="append")
     store_arg(sp)
     sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("apply-changes", help="rebuild a table's new release from its previous release and the new "
+                                              "release's change feed, checked against the new manifest's root hash")
+    sp.add_argument("--previous", required=True, help="the previous release's table folder (its shards and _manifest.json)")
+    sp.add_argument("--new", required=True, help="the new release's table folder holding _manifest.json and changes/ "
+                                                 "(or its _manifest.json)")
+    sp.add_argument("--out", required=True, help="folder to write the new release's shards into")
+    sp.set_defaults(func=cmd_apply_changes)
 
     def hub_args(sp):
         sp.add_argument("--repo", help=f"dataset repo ORG/NAME (default: ${ENV_HF_REPO}); the token comes from $HF_TOKEN")

@@ -26,9 +26,13 @@ class TableConfig:
     exclude_tombstoned: bool = True
     columns: tuple[str, ...] | None = None
     profile_columns: tuple[str, ...] = field(default_factory=tuple)
-    incremental: bool = True       # reuse unchanged chunks of the previous snapshot
-    chunk_rows: int = 1_000        # rows per chunk (and so per shard) in incremental mode (bench/README.md)
+    incremental: bool = True       # build on the previous snapshot (reuse what did not change)
+    chunk_rows: int = 1_000        # layout chunks: rows per chunk (and so per shard) (bench/README.md)
     preview: bool = True           # show the first rows in the Dagster UI (false: no row leaves the store for the UI)
+    layout: str = "chunks"         # chunks: key ranges of chunk_rows rows; clustered: shards of cluster_by ranges (export/refresh.py)
+    cluster_by: tuple[str, ...] = field(default_factory=tuple)  # layout clustered: shards hold ranges of these columns, then the key
+    shard_bytes: int = 256 << 20   # layout clustered: parquet bytes a shard grows to before it splits
+    volatile_columns: tuple[str, ...] = field(default_factory=tuple)  # a change only here is no change (keeps the previous row)
 
 
 def read_yaml(path: Path):
@@ -69,7 +73,8 @@ def _load(path: str) -> dict[str, TableConfig]:
                 raise UserError(f"The table configuration {path} sets {name}.{key} to {value!r}; it must be {what}.")
         if "columns" in spec and spec["columns"] is not None:
             spec["columns"] = tuple(spec["columns"])
-        spec["profile_columns"] = tuple(spec.get("profile_columns") or ())
+        for key in ("profile_columns", "cluster_by", "volatile_columns"):
+            spec[key] = tuple(spec.get(key) or ())
         out[name] = TableConfig(name=name, **spec)
     return out
 
@@ -89,6 +94,11 @@ _SETTINGS = {
     "incremental": ("true or false", lambda v: isinstance(v, bool)),
     "chunk_rows": ("a whole number of at least 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     "preview": ("true or false", lambda v: isinstance(v, bool)),
+    "layout": ("chunks or clustered", lambda v: v in ("chunks", "clustered")),
+    "cluster_by": ("a list of column names", lambda v: v is None or _names(v)),
+    "shard_bytes": ("a whole number of bytes, at least 1 MiB (1048576)",
+                    lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 << 20),
+    "volatile_columns": ("a list of column names", lambda v: v is None or _names(v)),
 }
 
 

@@ -72,6 +72,19 @@ def preview_enabled(table: str) -> bool:
     return True if config is None else config.preview
 
 
+def refresh_metadata(m) -> dict:
+    """Layout clustered: how the snapshot was made (first export, or a refresh by xmin or by
+    content) and what it found: rows read, unchanged candidates, inserts, updates, deletes,
+    shards rewritten, files written and reused."""
+    r = (m.layout or {}).get("refresh") if isinstance(m.layout, dict) else None
+    if not r:
+        return {}
+    keys = ("mode", "base_snapshot", "why_content", "rows_read", "bytes_read", "candidates", "unchanged_candidates",
+            "inserted", "updated", "moved", "deleted", "shards_rewritten", "shards_written", "files_written", "files_reused")
+    return {"refresh": dg.MetadataValue.json({k: r[k] for k in keys if k in r}),
+            "shards_rewritten": r.get("shards_rewritten", r.get("shards_written", 0))}
+
+
 def table_metadata(store: Store, result: TableResult) -> dict:
     m = result.manifest
     t = m.timings
@@ -93,6 +106,7 @@ def table_metadata(store: Store, result: TableResult) -> dict:
         "rows_reused": t.get("rows_reused", 0),
         "files_reused": sum(1 for f in m.files if f.reused_from),
         "changed_chunks": (m.chunking or {}).get("changed_chunks", -1),
+        **refresh_metadata(m),
         "preview": dg.MetadataValue.md(preview(store, result) if preview_enabled(result.table)
                                        else f"(off: preview: false for {result.table} in tables.yaml)"),
     }

@@ -41,7 +41,7 @@ from dataset_assets.source.snapshot import PostgresSnapshot
 from dataset_assets.source.plan import TablePlan, ctid_preds, plan_table, primary_key, split_pages
 from dataset_assets.export.progress import Progress
 from dataset_assets.source.types import conform
-from dataset_assets.export.shards import ParquetOptions, ShardWriter
+from dataset_assets.export.shards import ParquetOptions, ShardWriter, writer_settings
 
 
 def default_workers() -> int:
@@ -130,6 +130,8 @@ def export_snapshot(
 
 def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store,
                   options: ExportOptions, progress: Progress, log, signal=None) -> TableResult:
+    if plan.config.layout == "clustered":
+        return _export_clustered_table(shared, plan, snapshot, store, options, progress, log, signal)
     table = plan.info.name
     prefix = table_prefix(snapshot, table)
     t0 = time.perf_counter()
@@ -214,6 +216,54 @@ def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, stor
             staged.wait()  # its links land in staging, which goes now
         if counting is not None:
             counting.wait()  # its connection goes back to the pool (or is closed) before the snapshot closes
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _export_clustered_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store,
+                            options: ExportOptions, progress: Progress, log, signal=None) -> TableResult:
+    """A table in layout clustered (export/refresh.py): a first export or a refresh of the
+    newest earlier snapshot, then the same manifest and commit as every export."""
+    from dataset_assets.export.refresh import export_clustered
+
+    table = plan.info.name
+    prefix = table_prefix(snapshot, table)
+    t0 = time.perf_counter()
+    staging = store.staging_dir(prefix)
+    staged = None
+    try:
+        count = (lambda: _Background(_count_rows, shared, plan.count_sql())) if options.check_count else None
+        result = export_clustered(shared, plan, snapshot, store, staging, options, progress, log,
+                                  snapshot_dates(store), count)
+        if result.reuse:
+            staged = _Background(store.stage_reused, staging, result.reuse)
+        t_copy = time.perf_counter() - t0
+        written = sum(f.rows for f in result.files if f.reused_from is None)
+        manifest = Manifest(
+            table=table, snapshot=snapshot, row_count=result.rows, files=result.files,
+            schema=plan.schema.describe(), arrow_schema=encode_schema(plan.schema.arrow),
+            source=src.identity(shared.uri).as_dict(), source_snapshot=shared.describe(),
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            timings={"copy_seconds": round(t_copy, 3), "workers": options.workers, "rows_exported": written,
+                     "rows_reused": result.rows - written, "rows_read": result.rows_read,
+                     "rows_per_second": round(result.rows_read / t_copy) if t_copy else None, **result.timings},
+            parquet=writer_settings(plan.schema, options.parquet), filters=plan.filter_description,
+            primary_key=primary_key(plan.config, plan.info),
+            change_signal=signal.as_dict() if signal is not None else None,
+            source_identity=plan.identity, layout=result.layout, changes=result.changes,
+        )
+        (staging / MANIFEST).write_text(manifest.to_json())
+        reuse = staged.result() if staged is not None else {}
+        store.commit_dir(staging, prefix, reuse=reuse, replace=options.force)
+        manifest.timings["total_seconds"] = round(time.perf_counter() - t0, 3)
+        r = result.layout.get("refresh", {})
+        how = f", {r.get('files_reused')} files reused from {r.get('base_snapshot')}" if r.get("files_reused") else ""
+        log(f"{table}: {result.rows:,} rows in {len(result.files)} files ({manifest.total_bytes / 1e6:.1f} MB{how}) "
+            f"committed to {store.url}/{prefix} in {manifest.timings['total_seconds']}s")
+        return TableResult(table, snapshot, prefix, store.url, manifest)
+    except BaseException:
+        if staged is not None:
+            staged.wait()
         shutil.rmtree(staging, ignore_errors=True)
         raise
 

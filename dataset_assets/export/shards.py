@@ -44,6 +44,41 @@ def shard_name(unit: int, part: int) -> str:
     return f"train-{unit:05d}-{part:03d}.parquet"
 
 
+def parquet_writer(path: Path, schema: TableSchema, options: ParquetOptions, arrow_schema: pa.Schema | None = None) -> pq.ParquetWriter:
+    """The one way a shard is opened: every setting that shapes its bytes comes from ``options``
+    and ``schema``, so the same rows written twice give the same bytes (what Xet deduplicates)."""
+    return open_writer(path, arrow_schema if arrow_schema is not None else schema.arrow, options,
+                       schema.dictionary_columns(), schema.statistics_columns())
+
+
+def open_writer(path: Path, arrow_schema: pa.Schema, options: ParquetOptions, dictionary: list[str],
+                statistics: list[str]) -> pq.ParquetWriter:
+    """:func:`parquet_writer` from what a published manifest records (``writer_settings``)."""
+    return pq.ParquetWriter(
+        str(path),
+        arrow_schema,
+        compression=options.compression,
+        compression_level=options.compression_level,
+        use_dictionary=list(dictionary),
+        write_statistics=list(statistics),
+        write_page_index=options.page_index,
+        use_content_defined_chunking=options.content_defined_chunking,
+        store_schema=True,
+    )
+
+
+def writer_settings(schema: TableSchema, options: ParquetOptions) -> dict:
+    """Everything that shapes a shard's bytes besides its rows, as a manifest records it."""
+    return {**options.as_dict(), "dictionary_columns": schema.dictionary_columns(),
+            "statistics_columns": schema.statistics_columns(), "pyarrow": pa.__version__}
+
+
+def options_from(settings: dict) -> tuple[ParquetOptions, list[str], list[str]]:
+    """The inverse of :func:`writer_settings` (ValueError/TypeError when it is not one)."""
+    known = {k: settings[k] for k in ParquetOptions.__dataclass_fields__ if k in settings}
+    return ParquetOptions(**known), list(settings["dictionary_columns"]), list(settings["statistics_columns"])
+
+
 class ShardWriter:
     """Writes the batches of one work unit into one or more shards in ``directory``."""
 
@@ -62,18 +97,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         self._path = self.directory / shard_name(self.unit, self._part)
-        o = self.options
-        self._writer = pq.ParquetWriter(
-            str(self._path),
-            self.schema.arrow,
-            compression=o.compression,
-            compression_level=o.compression_level,
-            use_dictionary=self.schema.dictionary_columns(),
-            write_statistics=self.schema.statistics_columns(),
-            write_page_index=o.page_index,
-            use_content_defined_chunking=o.content_defined_chunking,
-            store_schema=True,
-        )
+        self._writer = parquet_writer(self._path, self.schema, self.options)
         self._rows_in_file = 0
 
     def write(self, batch: pa.RecordBatch) -> None:

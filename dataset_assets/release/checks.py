@@ -113,6 +113,19 @@ def rows_match_source(store: Store, date: str, table: str, manifest: Manifest | 
     counted = m.timings.get("source_rows_counted")
     if m.chunking and "separate query" not in (m.timings.get("count_check") or ""):
         counted = None  # an incremental manifest of before the independent count: its number is its own row count
+    all_rows = m.timings.get("source_rows_all_counted")
+    if counted is None and all_rows is not None and m.layout:
+        # a refresh (layout clustered): Postgres's count of the rows older than the previous snapshot
+        # plus the rows it shipped must be the row index's rows, and the shards its released rows
+        index_rows = ((m.layout or {}).get("index") or {}).get("rows")
+        released = m.timings.get("index_released_rows")
+        ok = all_rows == index_rows and released == m.row_count
+        return CheckResult(
+            table, "rows_match_source", passed=ok,
+            metadata={"snapshot_rows": m.row_count, "source_rows": all_rows, "index_rows": index_rows if index_rows is not None else -1,
+                      "how": m.timings.get("count_check") or "", "source_snapshot": m.source_snapshot.get("txid_snapshot", "")},
+            description=None if ok else f"Postgres counted {all_rows} rows, the row index holds {index_rows} ({released} released, "
+                                        f"the snapshot {m.row_count})")
     return CheckResult(
         table, "rows_match_source", passed=counted is not None and counted == m.row_count,
         metadata={"snapshot_rows": m.row_count, "source_rows": counted if counted is not None else -1,

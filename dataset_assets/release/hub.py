@@ -7,7 +7,8 @@
    ``private``/``gated`` is brought in line when ``apply_settings`` is set, else the push refuses in one
    sentence (unless the Hub already holds this release, then it only says so): never published silently
    under other terms;
-3. plan against the head of ``main``: a shard is uploaded unless the Hub already has that path with the same
+3. plan against the head of ``main``: a shard (or a file of a table's change feed, ``<table>/changes/``; the
+   row index ``_index.parquet`` never leaves the store) is uploaded unless the Hub already has that path with the same
    sha256 (from the tree API's LFS info); remote files under the table folders (and any other ``.parquet``
    or ``.arrow`` file) that are not part of the snapshot are deleted; ``README.md`` and every
    ``<table>/_manifest.json`` are always written (unchanged ones are dropped by the client);
@@ -18,7 +19,7 @@
    Hub answers 412 and publishing stops with a :class:`UserError`. Transient failures (429, 5xx, network)
    re-read the head, re-plan and retry with backoff (at least the ``Retry-After`` the Hub asks for): the
    commit is atomic on the Hub, so this is safe;
-6. verify the tree of the new commit against the manifests (size and sha256 of every shard);
+6. verify the tree of the new commit against the manifests (size and sha256 of every shard and change feed file);
 7. tag the commit ``snapshot-YYYY-MM-DD``. An existing tag is accepted only if it points at identical
    content (checked before committing anything).
 
@@ -863,8 +864,9 @@ class _NotFound(UserError):
 
 def _mismatches(tree: dict[str, RepoFile], snap: Snapshot) -> list[str]:
     """How the remote files ``tree`` differ from ``snap`` (empty: the tree holds exactly the snapshot).
-    Shards go through the one files-vs-manifest check (sizes, and the sha256 the Hub keeps for
-    LFS/Xet files); the card and manifests are compared byte for byte by their hashes."""
+    Shards and change feed files go through the one files-vs-manifest check (sizes, and the sha256 the Hub
+    keeps for LFS/Xet files; any other file in a table folder, such as a row index, is a problem); the card
+    and manifests are compared byte for byte by their hashes."""
     problems = []
     for t in snap.tables:
         found = {path.split("/", 1)[1]: Found(r.size, r.lfs.sha256 if r.lfs else "(not stored with LFS)")

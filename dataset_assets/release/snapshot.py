@@ -3,14 +3,17 @@
 Layout (see ``dataset_assets.storage.stores``)::
 
     snapshots/<YYYY-MM-DD>/README.md
-    snapshots/<YYYY-MM-DD>/<table>/train-CCCCC-PPP.parquet
+    snapshots/<YYYY-MM-DD>/<table>/train-CCCCC-PPP.parquet       (layout clustered: train-NNNNN.parquet)
+    snapshots/<YYYY-MM-DD>/<table>/changes/changes-00000.parquet  layout clustered, a refresh: the change feed
+    snapshots/<YYYY-MM-DD>/<table>/_index.parquet                 layout clustered: the row index (never pushed)
     snapshots/<YYYY-MM-DD>/<table>/_manifest.json
     snapshots/<YYYY-MM-DD>/<table>/_SUCCESS
 
-Only complete tables (with ``_SUCCESS``) and the shards their manifest lists are published, with
-each table's manifest in its public form (:func:`public_manifest`): nothing of the source's
-internals (host, port, user, database, Postgres snapshot ids, change signals, cluster and relation
-identity, chunk fingerprints) reaches the Hub.
+Only complete tables (with ``_SUCCESS``) are published: the shards their manifest lists and the
+files of their change feed (``manifest.changes``, pushed as ``<table>/changes/...``), with each
+table's manifest in its public form (:func:`public_manifest`): nothing of the source's internals
+(host, port, user, database, Postgres snapshot ids, change signals, cluster and relation identity,
+chunk fingerprints, the clustered layout's shard ranges and row index) reaches the Hub.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ from dataclasses import dataclass, field
 from dataset_assets.settings import env_int
 from dataset_assets.errors import UserError, VerificationError
 from dataset_assets.storage.layout import MANIFEST, README, SUCCESS, card_key, date_prefix, leaf, parse_snapshot_date
-from dataset_assets.storage.manifest import parse_manifest
+from dataset_assets.storage.manifest import feed_files, parse_manifest, side_files
 from dataset_assets.storage.stores.base import Store
 from dataset_assets.storage.verify import file_problems, stored_files
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One parquet file: ``repo_path`` on the Hub, ``key`` in the store, size and sha256 from the manifest."""
+    """One parquet file to push: ``repo_path`` on the Hub, ``key`` in the store, size and sha256 from the
+    manifest; ``kind`` "shard" (``manifest.files``) or "changes" (a file of the change feed)."""
 
     table: str
     repo_path: str
@@ -36,13 +40,14 @@ class Shard:
     size: int
     sha256: str
     rows: int
+    kind: str = "shard"
 
 
 @dataclass(frozen=True)
 class Table:
     name: str
     manifest: bytes  # published verbatim as <table>/_manifest.json: public_manifest() of the store's
-    shards: tuple[Shard, ...]
+    shards: tuple[Shard, ...]  # every file pushed: the shards, then the change feed's files (never the row index)
 
 
 @dataclass(frozen=True)
@@ -94,29 +99,36 @@ def _load_table(store: Store, date: str, table_prefix: str) -> Table:
     manifest = parse_manifest(raw, f"{key} in {store.url}", name, date)
     if not manifest.files:
         raise VerificationError(f"{key} in {store.url} lists no files; rerun the export of table {name}.")
-    problems = file_problems(manifest.files, stored_files(store, table_prefix), table_prefix,
+    problems = file_problems(manifest.files + side_files(manifest), stored_files(store, table_prefix), table_prefix,
                              allowed_extra=(MANIFEST, SUCCESS))
     if problems:
         raise VerificationError(f"{problems[0]} in {store.url}, against its manifest; rerun the export of table {name}.")
     shards = [Shard(name, f"{name}/{f.path}", f"{table_prefix}/{f.path}", f.bytes, f.sha256, f.rows) for f in manifest.files]
+    shards += [Shard(name, f"{name}/{f.path}", f"{table_prefix}/{f.path}", f.bytes, f.sha256, f.rows, "changes")
+               for f in feed_files(manifest)]
     return Table(name, public_manifest(raw), tuple(shards))
 
 
 # What a published manifest keeps; every other field is blanked (an empty dict, or null), so the
 # file still loads as a Manifest and a field added later stays private until it is listed here.
 PUBLIC_FIELDS = ("table", "snapshot", "row_count", "files", "schema", "arrow_schema", "created_at", "timings",
-                 "parquet", "filters", "chunking", "primary_key", "root_hash", "format")
+                 "parquet", "filters", "chunking", "primary_key", "changes", "root_hash", "format")
 BLANK_DICT_FIELDS = ("source", "source_snapshot")      # required fields of a Manifest: kept as {}
 PUBLIC_TIMINGS = ("copy_seconds", "total_seconds", "rows_exported", "rows_reused", "rows_per_second",
                   "source_rows_counted", "count_check")
 PUBLIC_CHUNKING = ("key", "key_type", "base_snapshot", "changed_chunks", "reused_files")  # not the boundaries: keys of any row, removed ones too
+# The change feed: its files, counts, the release it follows, and the row groups of each rewritten file (row
+# counts, which ``dataset-assets apply-changes`` needs to rebuild the files byte for byte from a download). (``layout``
+# stays blanked: its shard ranges and row index hold keys of rows, removed ones too.)
+PUBLIC_CHANGES = ("base_snapshot", "base_root_hash", "files", "inserted", "updated", "deleted", "row_groups")
 
 
 def public_manifest(raw: bytes | str) -> bytes:
     """The manifest as published: files (rows, bytes, sha256), row count, schema, root hash, filters,
     parquet settings and timings; the source's host, port, user and database, the
-    Postgres snapshot, the change signal, the cluster and relation identity and the chunks (boundaries, fingerprints)
-    blanked. The root hash covers only the files, so it stays valid."""
+    Postgres snapshot, the change signal, the cluster and relation identity, the chunks (boundaries, fingerprints)
+    and the clustered layout (shard ranges, row index) blanked; the change feed (``changes``: its files, counts, row groups and
+    the release it follows) kept. The root hash covers only the files, so it stays valid."""
     d = json.loads(raw)
     out: dict = {}
     for key, value in d.items():
@@ -130,6 +142,8 @@ def public_manifest(raw: bytes | str) -> bytes:
         out["timings"] = {k: v for k, v in out["timings"].items() if k in PUBLIC_TIMINGS}
     if isinstance(out.get("chunking"), dict):
         out["chunking"] = {k: v for k, v in out["chunking"].items() if k in PUBLIC_CHUNKING}
+    if isinstance(out.get("changes"), dict):
+        out["changes"] = {k: v for k, v in out["changes"].items() if k in PUBLIC_CHANGES}
     return (json.dumps(out, indent=2, sort_keys=False) + "\n").encode()
 
 

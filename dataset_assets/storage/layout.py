@@ -9,6 +9,9 @@ snapshot date. No other module spells a store path.
     snapshots/<date>/<table>/train-CCCCC-PPP.parquet shards
     snapshots/<date>/<table>/_manifest.json          files, rows, sha256, schema, root hash
     snapshots/<date>/<table>/_SUCCESS                written last: the table is complete
+    snapshots/<date>/<table>/train-NNNNN.parquet     shards of layout clustered (export/refresh.py)
+    snapshots/<date>/<table>/_index.parquet          layout clustered: the row index (never published)
+    snapshots/<date>/<table>/changes/changes-00000.parquet  layout clustered: the change feed since the previous release
 
 Words: a *snapshot date* (``YYYY-MM-DD``, the Dagster partition) names the folder
 ``snapshots/<date>/``; a *table snapshot* is one table's folder in it.
@@ -28,6 +31,8 @@ MANIFEST = "_manifest.json"
 README = "README.md"
 PUBLISHED = "_PUBLISHED"
 RELEASING = "_RELEASING"
+INDEX = "_index.parquet"
+CHANGES = "changes"
 
 
 def parse_snapshot_date(value: str) -> str:

@@ -51,6 +51,8 @@ class Manifest:
     primary_key: str | None = None     # the key column the export resolved (tables.yaml or the table's own)
     change_signal: dict | None = None  # the table's change signal read just before the export (the sensor's baseline)
     source_identity: dict | None = None  # cluster, timeline, database, relation files, column identity (reuse only from the same)
+    layout: dict | None = None         # layout clustered: shard ranges, the row index, how the refresh went (export/refresh.py)
+    changes: dict | None = None        # the change feed since the previous release: its files and that release's root hash
     root_hash: str = ""
     format: str = FORMAT
 
@@ -141,3 +143,51 @@ def load_manifest(store, prefix: str, table: str | None = None, date: str | None
         raise VerificationError(f"{prefix} has no {MANIFEST} in {store.url}: it is not a complete table snapshot; "
                                 f"rerun the export.") from None
     return parse_manifest(raw, f"{key} in {store.url}", table, date)
+
+
+# --- files beside the shards (layout clustered) ----------------------------------------------
+
+_FEED_PATH = re.compile(r"changes/[^/\\._][^/\\]*\.parquet")   # the change feed: pushed as <table>/changes/<name>
+_INDEX_PATH = re.compile(r"_[^/\\]+\.parquet")                # the row index: private, a name no shard can have
+
+
+def _side_entry(d: object, what: str, pattern: re.Pattern, m: Manifest) -> FileEntry:
+    if not (isinstance(d, dict) and isinstance(d.get("path"), str) and pattern.fullmatch(d["path"])
+            and isinstance(d.get("rows"), int) and isinstance(d.get("bytes"), int)
+            and isinstance(d.get("sha256"), str) and _SHA256.fullmatch(d["sha256"])):
+        raise VerificationError(f"The manifest of {m.table} of snapshot {m.snapshot} is damaged: it has a malformed "
+                                f"{what} entry {d!r}; rerun the export of this table with --force.")
+    return FileEntry(path=d["path"], rows=d["rows"], bytes=d["bytes"], sha256=d["sha256"],
+                     chunk=d.get("chunk"), reused_from=d.get("reused_from"))
+
+
+def feed_files(m: Manifest) -> list[FileEntry]:
+    """The change feed's files (``m.changes["files"]``, paths ``changes/<name>.parquet``): part of the
+    release, pushed beside the shards, but not covered by the root hash. Empty without a feed (a first
+    export, layout chunks, an older manifest). A malformed entry: :class:`VerificationError`."""
+    changes = m.changes
+    if not changes:
+        return []
+    files = changes.get("files") if isinstance(changes, dict) else None
+    if not isinstance(files, list):
+        raise VerificationError(f"The manifest of {m.table} of snapshot {m.snapshot} is damaged: its change feed has "
+                                f"no file list; rerun the export of this table with --force.")
+    return [_side_entry(f, "change feed file", _FEED_PATH, m) for f in files]
+
+
+def side_files(m: Manifest) -> list[FileEntry]:
+    """Every file of the table snapshot beside its shards that the manifest records outside ``files``:
+    the change feed's (:func:`feed_files`) and the row index (``m.layout["index"]``, never released).
+    Empty for a manifest without ``layout``/``changes``. A malformed entry, or one whose path is
+    also another file's: :class:`VerificationError`."""
+    out = feed_files(m)
+    index = (m.layout or {}).get("index") if isinstance(m.layout, dict) else None
+    if index is not None:
+        out.append(_side_entry(index, "row index", _INDEX_PATH, m))
+    seen = {f.path for f in m.files}
+    for f in out:
+        if f.path in seen:
+            raise VerificationError(f"The manifest of {m.table} of snapshot {m.snapshot} is damaged: it lists "
+                                    f"{f.path} twice; rerun the export of this table with --force.")
+        seen.add(f.path)
+    return out

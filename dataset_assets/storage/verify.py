@@ -1,5 +1,6 @@
 """The one check of stored (or pushed) files against their manifest, and ``verify``:
-re-hash every file of a snapshot date.
+re-hash every file of a snapshot date (the shards, and the files a manifest records beside
+them: the change feed and the row index of layout clustered, :func:`side_files`).
 
 :func:`file_problems` is used by ``verify`` and the checksum asset check (sizes and
 sha256 of the store's objects), by the release before a push (sizes), and by the Hub
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from dataset_assets.errors import UserError
 from dataset_assets.storage.layout import MANIFEST, SUCCESS, date_tables, table_prefix
-from dataset_assets.storage.manifest import FileEntry, Manifest, load_manifest, root_hash
+from dataset_assets.storage.manifest import FileEntry, Manifest, load_manifest, root_hash, side_files
 from dataset_assets.storage.stores.base import Store
 
 
@@ -85,11 +86,42 @@ def verify_table(store: Store, snapshot: str, table: str) -> VerifyReport:
         return report
     if root_hash(manifest.files) != manifest.root_hash:
         report.problems.append(f"{prefix}/{MANIFEST}: root hash does not match its file list")
-    report.files_checked = len(manifest.files)
-    report.problems += file_problems(manifest.files, stored_files(store, prefix), prefix,
+    try:
+        beside = side_files(manifest)
+    except UserError as exc:
+        report.problems.append(str(exc))
+        beside = []
+    files = manifest.files + beside
+    report.files_checked = len(files)
+    report.problems += file_problems(files, stored_files(store, prefix), prefix,
                                      digest=lambda name: store.sha256(f"{prefix}/{name}"),
                                      allowed_extra=(MANIFEST, SUCCESS))
+    report.problems += _feed_problems(store, manifest, prefix)
     return report
+
+
+def _feed_problems(store: Store, manifest: Manifest, prefix: str) -> list[str]:
+    """The change feed against its own manifest entry: its rows are the counts it states, and the
+    release it is chained to (``base_root_hash``) is the base snapshot's, when that is still in the store."""
+    changes = manifest.changes
+    if not isinstance(changes, dict):
+        return []
+    problems = []
+    counts = [changes.get(k) for k in ("inserted", "updated", "deleted")]
+    rows = sum(f.get("rows", 0) for f in changes.get("files") or [] if isinstance(f, dict))
+    if not all(isinstance(c, int) for c in counts) or sum(counts) != rows:
+        problems.append(f"{prefix}/{MANIFEST}: the change feed holds {rows} rows, but states {counts[0]} inserted, "
+                        f"{counts[1]} updated and {counts[2]} deleted")
+    base = changes.get("base_snapshot")
+    if isinstance(base, str) and base < manifest.snapshot and store.exists(f"{table_prefix(base, manifest.table)}/{MANIFEST}"):
+        try:
+            previous = load_manifest(store, table_prefix(base, manifest.table), manifest.table, base)
+        except UserError:
+            return problems  # that snapshot's own verify says what is wrong with it
+        if previous.root_hash != changes.get("base_root_hash"):
+            problems.append(f"{prefix}/{MANIFEST}: the change feed is chained to root hash "
+                            f"{changes.get('base_root_hash')} of {base}, but {base} in the store has {previous.root_hash}")
+    return problems
 
 
 def verify_snapshot(store: Store, snapshot: str, tables: list[str] | None = None) -> list[VerifyReport]:

@@ -1,7 +1,8 @@
 """The dataset card (``snapshots/<date>/README.md``) of one snapshot.
 
 :func:`build_card` gathers the facts of each table (:mod:`.card_facts`), renders
-the front-matter (:mod:`.card_meta`) and fills the placeholders of
+the front-matter (:mod:`.card_meta`: one config per table, and one
+``<table>_changes`` per table with a change feed) and fills the placeholders of
 ``dataset_docs/card.md`` with computed sections (:mod:`.card_sections`). It
 returns the text, the profile statistics and every problem found (documentation
 out of date, files disagreeing with their manifest, unknown placeholders);
@@ -58,7 +59,8 @@ def build_card(store: Store, snapshot: str, tables: list[str] | None = None, rep
     names = _tables(store, snapshot, tables)
     config = load_tables()
     facts = [
-        collect_table(store, snapshot, t, config[t].profile_columns if t in config else (), docs_directory)
+        collect_table(store, snapshot, t, config[t].profile_columns if t in config else (), docs_directory,
+                      config[t].volatile_columns if t in config else ())
         for t in names
     ]
     problems = [p for f in facts for p in f.problems]
@@ -78,6 +80,7 @@ def _sections(facts: list[TableFacts], snapshot: str, repo_id: str | None, top: 
         "fields": lambda: card_sections.fields(facts),
         "statistics": lambda: card_sections.statistics(facts, top),
         "load_example": lambda: card_sections.load_example(facts, snapshot, repo_id),
+        "changes": lambda: card_sections.changes(facts, snapshot, repo_id),
         "verification": lambda: card_sections.verification(facts, snapshot, repo_id),
     }
 

@@ -1,9 +1,10 @@
 """The YAML front-matter of the dataset card: what the Hub and ``datasets`` read.
 
 ``dataset.yaml``'s keys, then ``size_categories``, one ``configs`` entry per
-table (``<table>/train-*.parquet``, the first one the default) and one
-``dataset_info`` entry per table whose ``features`` are ``datasets``' own YAML
-form of the parquet files' Arrow schema.
+table (``<table>/train-*.parquet``, the first one the default), then one
+``<table>_changes`` per table with a change feed of at least one row (``<table>/changes/*.parquet``),
+and one ``dataset_info`` entry per config whose ``features`` are ``datasets``'
+own YAML form of the parquet files' Arrow schema.
 """
 
 from __future__ import annotations
@@ -37,6 +38,20 @@ def data_glob(table: str) -> str:
     return f"{table}/{SPLIT}-*.parquet"
 
 
+def changes_config(table: str) -> str:
+    """The config (subset) of a table's change feed."""
+    return f"{table}_changes"
+
+
+def changes_glob(table: str) -> str:
+    return f"{table}/changes/*.parquet"
+
+
+def _feeds(tables: list[TableFacts]) -> list[TableFacts]:
+    """The tables whose change feed is a subset of the card (see ``ChangeFeedFacts.has_subset``)."""
+    return [t for t in tables if t.changes is not None and t.changes.has_subset]
+
+
 def configs(tables: list[TableFacts]) -> list[dict]:
     out = []
     for i, t in enumerate(tables):
@@ -45,21 +60,26 @@ def configs(tables: list[TableFacts]) -> list[dict]:
             entry["default"] = True
         entry["data_files"] = [{"split": SPLIT, "path": data_glob(t.name)}]
         out.append(entry)
+    out += [{"config_name": changes_config(t.name), "data_files": [{"split": SPLIT, "path": changes_glob(t.name)}]}
+            for t in _feeds(tables)]
     return out
+
+
+def _info(name: str, features: list[dict], size: int, rows: int) -> dict:
+    return {
+        "config_name": name,
+        "features": features,
+        "splits": [{"name": SPLIT, "num_bytes": size, "num_examples": rows}],
+        "download_size": size,
+        "dataset_size": size,
+    }
 
 
 def dataset_info(tables: list[TableFacts]) -> list[dict]:
     """One entry per config; ``num_bytes``/``download_size``/``dataset_size`` are the parquet bytes."""
-    return [
-        {
-            "config_name": t.name,
-            "features": t.features_yaml,
-            "splits": [{"name": SPLIT, "num_bytes": t.bytes, "num_examples": t.rows}],
-            "download_size": t.bytes,
-            "dataset_size": t.bytes,
-        }
-        for t in tables
-    ]
+    return [_info(t.name, t.features_yaml, t.bytes, t.rows) for t in tables] + [
+        _info(changes_config(t.name), t.changes.features_yaml, t.changes.bytes, t.changes.rows)
+        for t in _feeds(tables)]
 
 
 def front_matter(dataset: DatasetDoc, tables: list[TableFacts]) -> tuple[dict, list[str]]:
@@ -67,6 +87,12 @@ def front_matter(dataset: DatasetDoc, tables: list[TableFacts]) -> tuple[dict, l
     problems = [
         f"dataset_docs/dataset.yaml sets {k!r}, which the card renderer computes; remove it."
         for k in GENERATED_KEYS if k in dataset.front_matter
+    ]
+    names = {t.name for t in tables}
+    problems += [
+        f"{t.name}: its change feed's subset {changes_config(t.name)} has the name of a table; rename the table "
+        "in the table configuration."
+        for t in tables if t.changes is not None and changes_config(t.name) in names
     ]
     given = {k: v for k, v in dataset.front_matter.items() if k not in GENERATED_KEYS}
     head = {k: v for k, v in given.items() if not k.startswith("extra_gated_")}

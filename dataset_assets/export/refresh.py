@@ -1,0 +1,1160 @@
+"""Layout ``clustered``: shards that hold ranges of a clustering key, refreshed by what changed.
+
+A table in this layout (``layout: clustered`` in tables.yaml) is cut into shards by ranges of
+its *sort key*: the ``cluster_by`` columns, then the primary key (e.g. ``provider``, then
+``identifier``), each shard about ``shard_bytes`` of parquet. Beside the shards, the store
+keeps a *row index* (``_index.parquet``, never pushed to the Hub): for every row of the table,
+also those the filters leave out, its key, sort key, shard, whether it is released, and a
+128-bit hash of its non-volatile columns.
+
+First export (no previous snapshot to build on, or ``--full``)::
+
+    sample of the sort key (TABLESAMPLE)      -> shard boundaries, ~shard_bytes each
+    N workers, ctid ranges, one Postgres snapshot, rows with the filters' verdict
+      -> per batch: sort key, row hashes, rows spilled to their shard's file (Arrow IPC)
+    per shard: its spilled rows, in the order read -> one parquet file -> sha256
+    the row index (written as rows are read), manifest, commit
+
+Refresh (a previous snapshot of the same basis in the store)::
+
+    candidates: rows whose xmin is newer than the previous snapshot (source/candidates.py),
+      shipped with their filters' verdict, routed to shards as above
+    count of the older rows (no column decoded) [+ their keys, only if rows were deleted]
+    tombstones added since (keys), count of the older ones
+    classify each candidate against the row index (polars joins):
+      same hash as before -> unchanged (a change only in volatile columns is no change)
+      else update in place / delete / insert / move to another shard
+    shards with changes: rewritten copy-on-write from the previous shard (its row groups kept,
+      unchanged rows in their order, updated rows in their place, new rows in a new row group)
+    shards without: reused byte for byte (links locally, server-side copies on S3)
+    the change feed (changes/changes-00000.parquet): inserted and updated rows, deleted keys
+
+Fallback (never reuse on a guess): when the previous snapshot cannot be trusted as a base for
+``xmin`` (another cluster, timeline or database, another table of the same name, another
+column identity, a snapshot 2^30 transactions old, tombstones removed since, older rows that
+the row index does not know), every row is a candidate: the table is read whole and compared
+by content, so still only shards whose content changed are rewritten. A different basis
+(schema, filters, key, sort key, parquet settings, volatile columns, hash scheme) or a
+damaged row index means a first export.
+
+Cost model (per refresh; n rows, c candidates, r rows in rewritten shards):
+Postgres reads the heap once for the candidates (tuple headers only for rows not shipped) and
+once for the count; ships c rows. The client reads the row index (n small rows), the spilled
+candidates, and the r rows of the shards it rewrites; it writes those shards, the index and
+the change feed. A Hub push sends the rewritten shards' changed pages (Xet) and the feed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import resource
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dataset_assets.errors import UserError
+from dataset_assets.export.progress import Progress
+from dataset_assets.export.shards import ParquetOptions, disk_error, parquet_writer
+from dataset_assets.source import candidates as cand_sql
+from dataset_assets.source import connect as src
+from dataset_assets.source.fingerprints import reuse_blocker
+from dataset_assets.source.plan import TablePlan, primary_key
+from dataset_assets.source.snapshot import PostgresSnapshot
+from dataset_assets.source.types import conform
+from dataset_assets.storage.layout import CHANGES, INDEX, table_prefix
+from dataset_assets.storage.manifest import FileEntry, Manifest, load_manifest, sha256_file
+from dataset_assets.storage.stores import Store
+
+CHANGES_DIR = CHANGES
+CHANGE_COLUMN = "change"          # the change feed's first column: insert | update | delete
+FILE_COLUMN = "file"              # its second: the release file the row belongs to (or left)
+HASH_SCHEME = f"polars-{pl.__version__}/hash_rows/2x64/floats-as-bits/v1"
+_SK, _H1, _H2, _SHARD, _KEEP, _TAIL = "__sk", "__h1", "__h2", "__shard", "__keep", "__tail"
+TAIL_SHARE = 4                    # a shard's tail folds into it once it holds more than 1/4 of the shard's rows
+_SEEDS = (0x5EED_0001, 0x5EED_0002)
+GROUP_BYTES = 32 << 20            # read batches gathered before they are cut per shard (memory: two per worker)
+MAX_ROW_GROUPS = 32               # a shard with more row groups is rewritten sorted (compacted)
+
+
+def shard_file(shard_id: int) -> str:
+    return f"train-{shard_id:05d}.parquet"
+
+
+def tail_file(shard_id: int) -> str:
+    """A shard's tail: the rows appended to its range since the shard was last written whole."""
+    return f"train-{shard_id:05d}-tail.parquet"
+
+
+def clustering_basis(plan: TablePlan, parquet: dict) -> str:
+    import hashlib
+    import json
+
+    cfg = plan.config
+    payload = {"schema": plan.schema.describe(), "filters": list(plan.filters), "key": primary_key(cfg, plan.info),
+               "cluster_by": list(cfg.cluster_by), "volatile": sorted(cfg.volatile_columns), "parquet": parquet,
+               "hash": HASH_SCHEME, "format": "clustered/1"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sort keys and row hashes
+# ---------------------------------------------------------------------------------------------
+
+_INT_OFFSET = 9223372036854775807
+
+
+def _sk_part(s: pl.Series) -> pl.Expr:
+    """One column's part of the sort key: a string that sorts (bytewise) as the values do,
+    nulls first; the parts concatenate into a key that sorts as the tuple does."""
+    c = pl.col(s.name)
+    dtype = s.dtype
+    if dtype == pl.String:
+        body = pl.lit("\x01") + c + pl.lit("\x00")  # Postgres text holds no NUL: the terminator sorts first
+    elif dtype.is_integer() or dtype in (pl.Boolean, pl.Date) or isinstance(dtype, pl.Datetime):
+        i = c.to_physical().cast(pl.Int64)
+        body = pl.when(i < 0).then(pl.lit("\x010") + (i + _INT_OFFSET + 1).cast(pl.String).str.zfill(19)) \
+                 .otherwise(pl.lit("\x011") + i.cast(pl.String).str.zfill(19))
+    else:
+        raise UserError(f"Column {s.name} ({dtype}) cannot be a clustering column; choose text, uuid, integer, "
+                        f"boolean, date or timestamp columns for cluster_by.")
+    return pl.when(c.is_null()).then(pl.lit("\x00")).otherwise(body)
+
+
+def sort_keys(table: pa.Table | pa.RecordBatch, columns: list[str]) -> pl.Series:
+    df = pl.from_arrow(table.select(columns) if isinstance(table, pa.Table) else pa.Table.from_batches([table]).select(columns))
+    parts = [_sk_part(df.get_column(c)) for c in columns]
+    return df.select(pl.concat_str(parts).alias(_SK)).get_column(_SK)
+
+
+def _hashable(arr: pa.ChunkedArray | pa.Array) -> pl.Series:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if pa.types.is_floating(t):  # by their bits: -0.0 differs from 0.0, and each NaN from a number
+        arr = arr.view({16: pa.int16(), 32: pa.int32(), 64: pa.int64()}[t.bit_width])
+    try:
+        return pl.from_arrow(arr)
+    except Exception:  # noqa: BLE001 - a type polars cannot hold (e.g. an interval): its exact text
+        return pl.Series([repr(v) for v in arr.to_pylist()], dtype=pl.String)
+
+
+def row_hashes(table: pa.Table, columns: list[str]) -> tuple[pl.Series, pl.Series]:
+    """Two 64-bit hashes of each row's ``columns`` (the non-volatile ones)."""
+    df = pl.DataFrame({c: _hashable(table.column(c)) for c in columns})
+    return df.hash_rows(seed=_SEEDS[0]), df.hash_rows(seed=_SEEDS[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: rows (all or candidates) -> spill files per shard + their narrow facts
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layout:
+    cluster_by: list[str]
+    key: str
+    lowers: list[str | None]       # lower bound (sort key) of each shard, ascending; the first is None
+    ids: list[int]                 # shard ids, in the same order
+
+    def shard_of(self, sk: pl.Series) -> np.ndarray:
+        """Position (in ``lowers``) of the shard each sort key falls in."""
+        cuts = pl.Series(self.lowers[1:], dtype=pl.String)
+        if len(cuts) == 0:
+            return np.zeros(len(sk), dtype=np.int32)
+        return cuts.search_sorted(sk, side="right").to_numpy().astype(np.int32)
+
+
+class _Spill:
+    """One Arrow IPC stream per shard, written by every worker (a lock per shard)."""
+
+    def __init__(self, directory: Path, schema: pa.Schema, shards: int):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self._locks = [threading.Lock() for _ in range(shards)]
+        _raise_open_files(shards + 256)
+
+    def path(self, pos: int) -> Path:
+        return self.directory / f"{pos:06d}.arrow"
+
+    def write(self, pos: int, piece: pa.Table) -> None:
+        with self._locks[pos]:
+            w = self._writers.get(pos)
+            if w is None:
+                # lz4: a third of the bytes through the page cache, for less CPU than those bytes cost
+                w = pa.ipc.new_stream(str(self.path(pos)), self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+                self._writers[pos] = w
+            w.write_table(piece)
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+
+    def read(self, pos: int) -> pa.Table | None:
+        p = self.path(pos)
+        if pos not in self._writers or not p.exists():
+            return None
+        with pa.memory_map(str(p)) as f:
+            return pa.ipc.open_stream(f).read_all()
+
+
+def _raise_open_files(n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n if hard == resource.RLIM_INFINITY else min(n, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+@dataclass
+class _Read:
+    facts: pl.DataFrame            # key, __sk, __h1, __h2, __keep, __shard (position) of every row read
+    rows: int
+    nbytes: int
+
+
+def spill_schema(plan: TablePlan) -> pa.Schema:
+    """A spilled row: the table's columns, its sort key, hashes and the filters' verdict."""
+    extra = [pa.field(_SK, pa.large_string()), pa.field(_H1, pa.uint64()), pa.field(_H2, pa.uint64()), pa.field(_KEEP, pa.bool_())]
+    return pa.schema(list(plan.schema.arrow) + extra)
+
+
+def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previous, spill: _Spill,
+               hash_columns: list[str], workers: int, batch_bytes: int, progress: Progress, collect: bool,
+               known: "_Known | None" = None, index: "_IndexWriter | None" = None) -> _Read:
+    """Every row (``previous`` None) or the candidates since ``previous``, over ``workers``
+    connections by heap range; each goes to its shard's spill with its sort key, hashes and the
+    filters' verdict. ``collect``: also keep those facts of every row in memory (a refresh's
+    candidates). ``index``: write every row's facts into this row index as they are read (a first
+    export; only released rows are spilled then). ``known``: the
+    previous row index; a released row whose hash is the one it had there (unchanged, or changed
+    only in volatile columns) is not spilled, as nothing will be written from it."""
+    units = list(plan.ranges)
+    lock = threading.Lock()
+    facts: list[pl.DataFrame] = []
+    totals = {"rows": 0, "nbytes": 0}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def handle(batches: list[pa.RecordBatch]) -> None:
+        """A group of read batches (``GROUP_BYTES``): conformed, sort keys and hashes computed,
+        then cut into one piece per shard with a single gather (per-batch pieces were ~80 rows,
+        and each write of one cost more than its rows)."""
+        keep = pa.chunked_array([b.column(cand_sql.KEEP_COLUMN) for b in batches])
+        table = pa.Table.from_batches([conform(b, plan.schema) for b in batches], schema=plan.schema.arrow)
+        sk = sort_keys(table, layout.cluster_by + [layout.key])
+        h1, h2 = row_hashes(table, hash_columns)
+        pos = layout.shard_of(sk)
+        keep_np = pc.fill_null(keep, False).to_numpy().astype(bool)
+        f = pl.DataFrame({layout.key: pl.from_arrow(table.column(layout.key)), _SK: sk, _H1: h1, _H2: h2,
+                          _KEEP: keep_np, _SHARD: pos}) if collect else None
+        full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
+                                     pa.array(keep_np)], schema=spill.schema)
+        if index is not None:
+            index.write(table.column(layout.key), sk, np.asarray(layout.ids, np.int32)[pos], keep_np, h1, h2)
+            spilled = np.flatnonzero(keep_np)
+        elif known is not None and len(pos):
+            spilled = np.flatnonzero(~(known.unchanged(pl.from_arrow(table.column(layout.key)), h1, h2) & keep_np))
+        else:
+            spilled = np.arange(len(pos))
+        if len(spilled):
+            order = spilled[np.argsort(pos[spilled], kind="stable")]
+            sorted_pos = pos[order]
+            taken = full.take(pa.array(order))
+            cuts = np.flatnonzero(np.diff(sorted_pos)) + 1
+            starts = np.concatenate([[0], cuts])
+            ends = np.concatenate([cuts, [len(order)]])
+            for a, b in zip(starts, ends):
+                spill.write(int(sorted_pos[a]), taken.slice(int(a), int(b - a)))
+        with lock:
+            if f is not None:
+                facts.append(f)
+            totals["rows"] += table.num_rows
+            totals["nbytes"] += table.nbytes
+        progress.advance(table.num_rows, table.nbytes)
+
+    queue = list(reversed(units))
+
+    def worker() -> None:
+        try:
+            with shared.connection() as (_, cur):
+                while not stop.is_set():
+                    with lock:
+                        if not queue:
+                            return
+                        lo, hi = queue.pop()
+                    cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
+                    cur.execute(cand_sql.read_sql(plan, previous, lo, hi))
+                    reader = cur.fetch_record_batch()
+                    try:
+                        group: list[pa.RecordBatch] = []
+                        size = 0
+                        for batch in reader:
+                            if stop.is_set():
+                                return
+                            group.append(batch)
+                            size += batch.nbytes
+                            if size >= GROUP_BYTES:
+                                handle(group)
+                                group, size = [], 0
+                        if group:
+                            handle(group)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            reader.close()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(workers, len(units))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise _failure(shared.uri, errors[0])
+    empty = pl.DataFrame(schema={layout.key: _key_dtype(plan), _SK: pl.String, _H1: pl.UInt64, _H2: pl.UInt64,
+                                 _KEEP: pl.Boolean, _SHARD: pl.Int32})
+    return _Read(pl.concat([empty, *facts], how="vertical_relaxed") if facts else empty, totals["rows"], totals["nbytes"])
+
+
+class _Known:
+    """The previous row index sorted by key, for lookups by binary search (no hash table built per batch)."""
+
+    def __init__(self, index: pl.DataFrame, key: str):
+        idx = index.filter(pl.col(_KEEP)).select(key, _H1, _H2).sort(key)
+        self.keys, self.h1, self.h2 = idx.get_column(key), idx.get_column(_H1), idx.get_column(_H2)
+
+    def unchanged(self, keys: pl.Series, h1: pl.Series, h2: pl.Series) -> np.ndarray:
+        """Whether each key was released before with the same hashes."""
+        n = len(self.keys)
+        if n == 0:
+            return np.zeros(len(keys), dtype=bool)
+        at = self.keys.search_sorted(keys.cast(self.keys.dtype)).to_numpy().astype(np.int64)
+        inside = at < n
+        at = np.where(inside, at, 0)
+        k = self.keys.gather(at).to_numpy()
+        same = inside & (k == keys.to_numpy())
+        return same & (self.h1.gather(at).to_numpy() == h1.to_numpy()) & (self.h2.gather(at).to_numpy() == h2.to_numpy())
+
+
+def _key_dtype(plan: TablePlan):
+    key = primary_key(plan.config, plan.info)
+    return pl.from_arrow(pa.array([], type=plan.schema.arrow.field(key).type)).dtype
+
+
+def _failure(uri: str, exc: BaseException) -> UserError:
+    if isinstance(exc, UserError):
+        return exc
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return UserError(f"The export failed: {src.redact(msg)}; nothing was committed to the store, rerun the export.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing shards
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_group_rows(table: pa.Table, options: ParquetOptions) -> int:
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    return max(1, options.row_group_bytes // per_row)
+
+
+def _write(path: Path, parts: list[pa.Table], plan: TablePlan, options: ParquetOptions) -> FileEntry:
+    """``parts`` as consecutive row groups of one file (a part bigger than a row group is cut)."""
+    try:
+        w = parquet_writer(path, plan.schema, options)
+        rows = 0
+        try:
+            for part in parts:
+                if part.num_rows == 0:
+                    continue
+                part = part.combine_chunks()  # the encoder pays per chunk: spilled shards arrive in many
+                step = _row_group_rows(part, options)
+                for start in range(0, part.num_rows, step):
+                    piece = part.slice(start, step)
+                    w.write_table(piece, row_group_size=piece.num_rows)
+                    rows += piece.num_rows
+        finally:
+            w.close()
+        return FileEntry(path=path.name, rows=rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+    except OSError as exc:
+        raise disk_error(exc, path.parent) from None
+
+
+def _data(table: pa.Table, plan: TablePlan) -> pa.Table:
+    return table.select(plan.schema.names).cast(plan.schema.arrow)
+
+
+# ---------------------------------------------------------------------------------------------
+# The export
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClusteredResult:
+    files: list[FileEntry]
+    reuse: dict[str, str]
+    layout: dict
+    changes: dict | None
+    rows: int
+    rows_read: int
+    timings: dict = field(default_factory=dict)
+
+
+def _previous(store: Store, table: str, snapshot: str, basis: str, dates: list[str]):
+    for date in reversed(dates):
+        if date >= snapshot:
+            continue
+        prefix = table_prefix(date, table)
+        if not store.is_complete(prefix):
+            continue
+        try:
+            m = load_manifest(store, prefix, table, date)
+        except UserError:
+            continue
+        if m.layout and m.layout.get("basis") == basis:
+            return date, m
+    return None
+
+
+def _read_index(store: Store, prefix: str, m: Manifest) -> pl.DataFrame:
+    info = (m.layout or {}).get("index") or {}
+    key = f"{prefix}/{info.get('path', INDEX)}"
+    if store.sha256(key) != info.get("sha256"):
+        raise ValueError(f"{key} does not match the sha256 its manifest records")
+    with store.open_parquet(key) as pf:
+        return pl.from_arrow(pf.read())
+
+
+def export_clustered(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store, staging: Path,
+                     options, progress: Progress, log, dates: list[str], count=None) -> ClusteredResult:
+    """Export ``plan``'s table into ``staging`` in layout clustered: a refresh of the newest earlier
+    snapshot of the same basis when there is one (and ``options.incremental`` allows), else a first export."""
+    t0 = time.perf_counter()
+    cfg = plan.config
+    table = plan.info.name
+    key = primary_key(cfg, plan.info)
+    volatile = set(cfg.volatile_columns)
+    unknown = sorted((volatile | set(cfg.cluster_by)) - set(plan.schema.names))
+    if unknown:
+        raise UserError(f"{table}: cluster_by or volatile_columns name {', '.join(unknown)}, which the export does not "
+                        f"read; fix them in the table configuration.")
+    if volatile & (set(cfg.cluster_by) | {key}):
+        raise UserError(f"{table}: a volatile column cannot be the key or a clustering column; fix volatile_columns.")
+    hash_columns = [c for c in plan.schema.names if c not in volatile]
+    basis = clustering_basis(plan, options.parquet.as_dict())
+    base = None
+    why = None
+    incremental = cfg.incremental if options.incremental is None else options.incremental
+    if incremental:
+        base = _previous(store, table, snapshot, basis, dates)
+    index = None
+    if base is not None:
+        try:
+            index = _read_index(store, table_prefix(base[0], table), base[1])
+        except (ValueError, OSError, UserError, pa.ArrowException) as exc:
+            log(f"{table}: not building on {base[0]}: its row index cannot be used ({exc}); exporting every row")
+            base = None
+    if base is None:
+        counting = count() if count is not None else None  # count(*) with the filters, a query of its own
+        try:
+            result = _first_export(shared, plan, store, staging, options, progress, log, key, hash_columns, basis)
+        finally:
+            if counting is not None:
+                counting.wait()
+        if counting is not None:
+            source_rows, seconds = counting.result()
+            if source_rows != result.rows:
+                raise UserError(f"{table}: the source holds {source_rows} rows at the snapshot but {result.rows} were exported; "
+                                f"nothing was committed to the store, rerun the export.")
+            result.timings.update(source_rows_counted=source_rows, count_seconds=seconds,
+                                  count_check="rows = count(*) with the export's filters, a separate query on the same Postgres snapshot")
+    else:
+        date, m = base
+        mode, previous, why = _trust(shared, plan, m)
+        result = _refresh(shared, plan, store, staging, options, progress, log, key, hash_columns, basis,
+                          date, m, index, previous, why, count)
+    result.timings["clustered_seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _trust(shared: PostgresSnapshot, plan: TablePlan, m: Manifest):
+    """("xmin", previous snapshot, None) when candidates by xmin are sound; else ("content", None, why)."""
+    blocker = reuse_blocker(m.source_identity, plan.identity)
+    if blocker and "was recreated, truncated or rewritten" in blocker:
+        # VACUUM FULL, CLUSTER and TRUNCATE keep the table's oid and every row's xmin meaning:
+        # only another table (another oid) is a different base
+        old_rel = (m.source_identity or {}).get("relations") or {}
+        new_rel = plan.identity.get("relations") or {}
+        same_oids = all(str(old_rel.get(n, "")).split("/")[0] == str(new_rel.get(n, "")).split("/")[0]
+                        for n in new_rel.keys() | old_rel.keys())
+        blocker = None if same_oids else blocker
+        if blocker is None:
+            check = dict(m.source_identity or {})
+            check["relations"] = new_rel
+            blocker = reuse_blocker(check, plan.identity)
+    if blocker:
+        return "content", None, blocker
+    try:
+        previous = cand_sql.parse_txid_snapshot((m.source_snapshot or {}).get("txid_snapshot"))
+    except ValueError as exc:
+        return "content", None, str(exc)
+    distance = cand_sql.xid_distance(shared.cur, previous)
+    if distance < 0 or distance >= cand_sql.XID_LIMIT:
+        return "content", None, f"the previous snapshot is {distance} transactions away (xmin comparisons need under {cand_sql.XID_LIMIT})"
+    return "xmin", previous, None
+
+
+def _sample_bounds(shared: PostgresSnapshot, plan: TablePlan, cluster: list[str], shards: int) -> list[str | None]:
+    if shards <= 1:
+        return [None]
+    rows = max(1, plan.estimated_rows or 1)
+    want = min(rows, 200 * shards)
+    pct = 100.0 * want / rows
+    shared.cur.execute(cand_sql.sample_sql(plan, cluster, pct))
+    sample = shared.cur.fetch_arrow_table()
+    if sample.num_rows < shards:
+        return [None]
+    sample = conform_sample(sample, plan, cluster)
+    sk = sort_keys(sample, cluster).sort()
+    step = len(sk) / shards
+    cuts = sorted(set(sk[int(round(i * step))] for i in range(1, shards)))
+    return [None, *cuts]
+
+
+def conform_sample(sample: pa.Table, plan: TablePlan, cluster: list[str]) -> pa.Table:
+    """The sample's columns (``cluster``, in that order) in the table's stable types."""
+    cols = tuple(plan.schema.columns[plan.schema.names.index(c)] for c in cluster)
+    sub = dataclasses.replace(plan.schema, columns=cols, arrow=pa.schema([plan.schema.arrow.field(c) for c in cluster]))
+    batches = sample.combine_chunks().to_batches()
+    if not batches:
+        return sub.arrow.empty_table()
+    return pa.Table.from_batches([conform(b, sub) for b in batches], schema=sub.arrow)
+
+
+def _estimate_shards(plan: TablePlan, shard_bytes: int, store: Store, log) -> int:
+    # parquet (zstd) of the media tables is ~0.18x their heap (bench/README.md: 195 MB for a 1.1 GB heap)
+    heap = plan.pages * plan.info.block_size
+    return max(1, round(heap * 0.18 / shard_bytes))
+
+
+def _first_export(shared, plan, store, staging, options, progress, log, key, hash_columns, basis) -> ClusteredResult:
+    cfg = plan.config
+    cluster = list(cfg.cluster_by) + [key]
+    n = _estimate_shards(plan, cfg.shard_bytes, store, log)
+    lowers = _sample_bounds(shared, plan, cluster, n)
+    layout = _Layout(list(cfg.cluster_by), key, lowers, list(range(len(lowers))))
+    spill = _Spill(staging / "_spill", spill_schema(plan), len(lowers))
+    index = _IndexWriter(staging / INDEX, plan)
+    progress.start(f"{plan.info.name}", plan.estimated_rows)
+    try:
+        read = _read_rows(shared, plan, layout, None, spill, hash_columns, options.workers, options.batch_bytes, progress,
+                          collect=False, index=index)
+    finally:
+        spill.close()
+        index_entry = index.close()
+        progress.finish()
+    files: dict[int, FileEntry] = {}
+
+    def one(pos: int) -> None:
+        """Shard ``pos`` from its spill (its released rows), in the order they were read: a sort
+        within the shard cost as much as the encoding and bought nothing measurable, the shard
+        already holds one range of the sort key."""
+        t = spill.read(pos)
+        if t is None or t.num_rows == 0:
+            return
+        files[pos] = _write(staging / shard_file(layout.ids[pos]), [_data(t, plan)], plan, options.parquet)
+        files[pos].chunk = layout.ids[pos]
+        spill.path(pos).unlink(missing_ok=True)
+
+    with ThreadPoolExecutor(max(1, options.workers)) as pool:
+        list(pool.map(one, range(len(lowers))))
+    shutil.rmtree(staging / "_spill", ignore_errors=True)
+    # shards that received no released row are dropped; their ranges join the shard before them
+    shards = [{"id": layout.ids[p], "lower": layout.lowers[p], "path": files[p].path} for p in sorted(files)]
+    if shards:
+        shards[0]["lower"] = None
+    released = sum(f.rows for f in files.values())
+    layout_doc = {"kind": "clustered", "basis": basis, "cluster_by": list(cfg.cluster_by), "key": key,
+                  "shard_bytes": cfg.shard_bytes, "volatile_columns": sorted(cfg.volatile_columns),
+                  "hash_scheme": HASH_SCHEME, "shards": shards, "index": index_entry,
+                  "tombstones": _tombstones(shared, plan),
+                  "refresh": {"mode": "first export", "rows_read": read.rows, "bytes_read": read.nbytes,
+                              "shards_written": len(files), "files_written": len(files), "files_reused": 0}}
+    if index_entry["rows"] != read.rows:
+        raise UserError(f"{plan.info.name}: {read.rows} rows were read but the row index holds {index_entry['rows']}; "
+                        f"nothing was committed to the store, rerun the export.")
+    return ClusteredResult(sorted(files.values(), key=lambda f: f.path), {}, layout_doc, None, released, read.rows,
+                           {"rows_read": read.rows, "bytes_read": read.nbytes, "index_released_rows": released})
+
+
+class _IndexWriter:
+    """The row index (``_index.parquet``): key, sort key, shard, released, hashes, in the tail; row
+    groups as rows come (lz4: the hashes do not compress, and zstd cost seconds per 1M rows)."""
+
+    def __init__(self, path: Path, plan: TablePlan):
+        self.path = path
+        key = primary_key(plan.config, plan.info)
+        self.schema = pa.schema([plan.schema.arrow.field(key).with_nullable(False), pa.field(_SK, pa.large_string()),
+                                 pa.field(_SHARD, pa.int32()), pa.field(_KEEP, pa.bool_()),
+                                 pa.field(_H1, pa.uint64()), pa.field(_H2, pa.uint64()), pa.field(_TAIL, pa.bool_())])
+        self._writer = pq.ParquetWriter(str(path), self.schema, compression="lz4", write_statistics=False)
+        self._lock = threading.Lock()
+        self.rows = 0
+
+    def write(self, keys, sk, shard_ids, keep, h1, h2, tail=None) -> None:
+        n = len(keep)
+        cols = [keys, _arrow(sk).cast(pa.large_string()), pa.array(np.asarray(shard_ids, np.int32)), _arrow(keep),
+                _arrow(h1), _arrow(h2), _arrow(tail) if tail is not None else pa.array(np.zeros(n, bool))]
+        part = pa.Table.from_arrays(cols, schema=self.schema)
+        with self._lock:
+            self._writer.write_table(part, row_group_size=max(1, n))
+            self.rows += n
+
+    def close(self) -> dict:
+        self._writer.close()
+        return {"path": INDEX, "rows": self.rows, "bytes": self.path.stat().st_size, "sha256": sha256_file(self.path)}
+
+
+def _arrow(values):
+    if isinstance(values, (pl.Series,)):
+        return values.to_arrow()
+    if isinstance(values, np.ndarray):
+        return pa.array(values)
+    return values
+
+
+BAND_LIMIT = 10_000  # tombstone keys a snapshot records at most (more: the next refresh compares content)
+
+
+def _tombstones(shared: PostgresSnapshot, plan: TablePlan) -> dict | None:
+    """This snapshot's record of its tombstones, for the next refresh: the count older than its
+    own xmin, and the keys of the others (None when more than ``BAND_LIMIT``)."""
+    if not cand_sql.tombstone_table(plan):
+        return None
+    own = cand_sql.parse_txid_snapshot(shared.txid_snapshot)
+    shared.cur.execute(cand_sql.tombstone_record_sql(plan, own))
+    older, band = (int(v) for v in shared.cur.fetchone())
+    keys = _key_list(shared.cur, cand_sql.tombstone_band_sql(plan, own)).to_list() if 0 < band <= BAND_LIMIT else []
+    return {"older": older, "band": keys if band <= BAND_LIMIT else None}
+
+
+def _tombstone_problem(record, older_now: int | None, new_tombs: pl.Series | None, base_date: str) -> str | None:
+    """Why the tombstones since ``base_date`` may have lost rows (then xmin cannot be trusted), or None."""
+    if older_now is None:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("older"), int):
+        return f"the snapshot of {base_date} records no tombstone count"
+    if older_now != record["older"]:
+        return f"tombstones were removed since {base_date} ({record['older']} older than it then, {older_now} now)"
+    band = record.get("band")
+    if band is None:
+        return f"the snapshot of {base_date} saw more than {BAND_LIMIT} tombstones of transactions open at its start"
+    if band and (new_tombs is None or set(band) - set(new_tombs.cast(pl.String).to_list())):
+        return f"tombstones committed around the snapshot of {base_date} were removed since"
+    return None
+
+
+def _write_index(staging: Path, facts: pl.DataFrame, key: str, plan: TablePlan) -> dict:
+    """A refresh's whole row index (one row group per shard, like a first export's)."""
+    w = _IndexWriter(staging / INDEX, plan)
+    df = facts.select(key, _SK, _SHARD, _KEEP, _H1, _H2, _TAIL).sort(_SHARD)
+    try:
+        step = 1 << 20
+        for start in range(0, df.height, step):
+            part = df.slice(start, step)
+            w.write(part.get_column(key).to_arrow(), part.get_column(_SK), part.get_column(_SHARD).to_numpy(),
+                    part.get_column(_KEEP), part.get_column(_H1), part.get_column(_H2), part.get_column(_TAIL))
+    finally:
+        entry = w.close()
+    return entry
+
+
+def _key_list(cur, sql: str) -> pl.Series:
+    cur.execute(sql)
+    t = cur.fetch_arrow_table()
+    col = t.column(0)
+    if pa.types.is_fixed_size_binary(col.type) or "uuid" in str(col.type):
+        from dataset_assets.source.types import uuid_to_string
+        col = uuid_to_string(col.combine_chunks())
+    return pl.from_arrow(col)
+
+
+def _refresh(shared, plan, store, staging, options, progress, log, key, hash_columns, basis,
+             base_date, m: Manifest, index: pl.DataFrame, previous, why, count=None) -> ClusteredResult:
+    cfg = plan.config
+    table = plan.info.name
+    old_layout = m.layout
+    base_prefix = table_prefix(base_date, table)
+    shards = list(old_layout["shards"])
+    lowers = [s["lower"] for s in shards]
+    layout = _Layout(list(cfg.cluster_by), key, lowers, [s["id"] for s in shards])
+    spill = _Spill(staging / "_spill", spill_schema(plan), len(shards))
+    mode = "xmin" if previous is not None else "content"
+    tomb_older = None
+    unchanged = None
+
+    def side_queries():
+        with shared.connection() as (_, cur):
+            out = {}
+            if previous is not None:
+                cur.execute(cand_sql.unchanged_count_sql(plan, previous))
+                out["unchanged"] = int(cur.fetchone()[0])
+            if cand_sql.tombstone_table(plan):
+                cur.execute(cand_sql.tombstone_count_sql(plan, previous))
+                total, older = cur.fetchone()
+                out["tomb"] = (int(total), int(older))
+                if previous is not None:
+                    out["new_tombs"] = _key_list(cur, cand_sql.new_tombstones_sql(plan, previous))
+            return out
+
+    from dataset_assets.export.run import _Background  # one helper for background work
+
+    side = _Background(side_queries)
+    # every row is read (mode content): count(*) with the filters as well, as a first export does
+    counting = count() if previous is None and count is not None else None
+    progress.start(f"{table} changes since {base_date}", None)
+    try:
+        read = _read_rows(shared, plan, layout, previous, spill, hash_columns, options.workers, options.batch_bytes, progress,
+                          collect=True, known=_Known(index, key))
+    except BaseException:
+        side.wait()
+        if counting is not None:
+            counting.wait()
+        spill.close()
+        raise
+    finally:
+        progress.finish()
+    spill.close()
+    try:
+        extra = side.result()
+    except BaseException as exc:
+        raise _failure(shared.uri, exc) from exc
+    if "tomb" in extra:
+        tomb_older = extra["tomb"][1]
+    cand = read.facts
+    new_tombs = extra.get("new_tombs")
+    deleted_keys = None
+    if previous is not None:
+        problem = _tombstone_problem(old_layout.get("tombstones"), tomb_older, new_tombs, base_date)
+        if problem is None:
+            in_index = cand.join(index.select(key), on=key, how="semi").height
+            expected = index.height - in_index
+            unchanged = extra["unchanged"]
+            if unchanged > expected:
+                problem = f"{unchanged - expected} rows older than {base_date} are not in its row index"
+            elif unchanged < expected:
+                with shared.connection() as (_, cur):
+                    older = _key_list(cur, cand_sql.unchanged_keys_sql(plan, previous))
+                older_df = pl.DataFrame({key: older})
+                if older_df.join(index.select(key), on=key, how="anti").height:
+                    problem = f"rows older than {base_date} are not in its row index"
+                else:
+                    deleted_keys = index.select(key).join(cand.select(key), on=key, how="anti") \
+                                        .join(older_df, on=key, how="anti").get_column(key)
+        if problem is not None:
+            log(f"{table}: comparing every row with {base_date}: {problem}")
+            shutil.rmtree(staging / "_spill", ignore_errors=True)
+            return _refresh(shared, plan, store, staging, options, progress, log, key, hash_columns, basis,
+                            base_date, m, index, None, problem, count)
+    else:
+        # every row was read: whatever the index holds and the read did not is deleted
+        deleted_keys = index.select(key).join(cand.select(key), on=key, how="anti").get_column(key)
+        new_tombs = None
+
+    # ---- classify -------------------------------------------------------------------------
+    prev = index.rename({_SK: "p_sk", _SHARD: "p_shard", _KEEP: "p_keep", _H1: "p_h1", _H2: "p_h2", _TAIL: "p_tail"})
+    ids = pl.Series(layout.ids, dtype=pl.Int32)
+    c = cand.with_columns(pl.col(_SHARD).map_batches(lambda s: ids.gather(s), return_dtype=pl.Int32).alias("t_shard"))
+    j = c.join(prev, on=key, how="left")
+    same = (pl.col(_H1) == pl.col("p_h1")) & (pl.col(_H2) == pl.col("p_h2"))
+    known = pl.col("p_keep").is_not_null()
+    j = j.with_columns(
+        pl.when(pl.col(_KEEP) & known & pl.col("p_keep") & same).then(pl.lit("same"))
+          .when(pl.col(_KEEP) & known & pl.col("p_keep") & (pl.col("t_shard") == pl.col("p_shard"))).then(pl.lit("update"))
+          .when(pl.col(_KEEP) & known & pl.col("p_keep")).then(pl.lit("move"))
+          .when(pl.col(_KEEP)).then(pl.lit("insert"))
+          .when(known & pl.col("p_keep")).then(pl.lit("delete"))
+          .otherwise(pl.lit("excluded")).alias("op"))
+    gone = pl.DataFrame(schema={key: prev.schema[key], "p_shard": pl.Int32, "p_tail": pl.Boolean})
+    gone_all = pl.DataFrame(schema={key: prev.schema[key]})  # rows no longer in the table: out of the index too
+    if deleted_keys is not None and len(deleted_keys):
+        gone_all = pl.DataFrame({key: deleted_keys.cast(prev.schema[key])})
+        gone = prev.join(gone_all, on=key, how="semi").filter(pl.col("p_keep")).select(key, "p_shard", "p_tail")
+    # old rows tombstoned since (and still in the table): they leave the release
+    tomb_out = pl.DataFrame(schema={key: prev.schema[key], "p_shard": pl.Int32, "p_tail": pl.Boolean})
+    if new_tombs is not None and len(new_tombs):
+        tk = pl.DataFrame({key: new_tombs.cast(prev.schema[key])})
+        tomb_out = prev.join(tk, on=key, how="semi").join(c.select(key), on=key, how="anti") \
+                       .filter(pl.col("p_keep")).select(key, "p_shard", "p_tail")
+        if deleted_keys is not None and len(deleted_keys):
+            tomb_out = tomb_out.join(pl.DataFrame({key: deleted_keys}), on=key, how="anti")
+
+    removals = pl.concat([
+        j.filter(pl.col("op").is_in(["delete", "move"])).select(key, "p_shard", "p_tail"),
+        tomb_out, gone,
+    ])  # rows leaving their previous shard
+    updates = j.filter(pl.col("op") == "update").select(key, "p_shard", "p_tail")
+    inserts = j.filter(pl.col("op").is_in(["insert", "move"])).select(key, _SK, "t_shard")
+    touched = sorted(set(removals.get_column("p_shard").to_list()) | set(updates.get_column("p_shard").to_list())
+                     | set(inserts.get_column("t_shard").to_list()))
+    counts = {op: int(n) for op, n in j.group_by("op").len().iter_rows()}
+
+    # ---- rewrite the touched shards ----------------------------------------------------------
+    pos_of = {sid: p for p, sid in enumerate(layout.ids)}
+    by_id = {s["id"]: s for s in shards}
+    old_files = {f.path: f for f in m.files}
+    next_id = max(layout.ids) + 1 if layout.ids else 0
+    new_entries: dict[int, list[FileEntry]] = {}
+    new_shards: dict[int, list[dict]] = {}
+    id_lock = threading.Lock()
+    ids_next = [next_id]
+
+    def fresh_id() -> int:
+        with id_lock:
+            ids_next[0] += 1
+            return ids_next[0] - 1
+
+    released_before = prev.filter(pl.col("p_keep")).get_column(key).sort()
+    true_deletes = removals.join(j.filter(pl.col("op") == "move").select(key), on=key, how="anti")
+    feeds: dict[int, list[pa.Table]] = {}
+
+    def feed_op(t: pa.Table) -> pa.Array:
+        """insert for a key the previous release did not hold, update for one it did."""
+        keys = pl.from_arrow(t.column(key)).cast(released_before.dtype)
+        n = len(released_before)
+        at = released_before.search_sorted(keys).to_numpy().astype(np.int64) if n else np.zeros(len(keys), np.int64)
+        inside = at < n
+        existed = inside & (released_before.gather(np.where(inside, at, 0)).to_numpy() == keys.to_numpy()) if n else inside
+        return pa.array(np.where(existed, "update", "insert"), pa.string())
+
+    folded: set[int] = set()
+
+    def rewrite(sid: int) -> None:
+        """Shard ``sid`` copy-on-write. Rows appended to its range go to its tail file, so its main
+        file is rewritten only when rows in it change or leave (or the tail, past 1/``TAIL_SHARE`` of
+        the shard, folds into it as a new last row group). A rewritten file keeps its row groups,
+        unchanged rows in their order, updated rows in place, appended rows in a new last row group.
+        The change feed lists, per file: the rows deleted, the rows updated in place, then the rows
+        appended, in order (a file that is new, from a split or a compaction, lists all its rows):
+        what ``export/feed.py`` replays."""
+        s = by_id[sid]
+        spilled = spill.read(pos_of[sid])
+        rem = removals.filter(pl.col("p_shard") == sid)
+        upd = updates.filter(pl.col("p_shard") == sid)
+        ins = inserts.filter(pl.col("t_shard") == sid).sort(_SK)
+        new_rows = (spilled, pl.from_arrow(spilled.column(key))) if spilled is not None and spilled.num_rows else None
+        out_keys, upd_keys = rem.get_column(key), upd.get_column(key)
+        upd_tbl, ins_tbl = _pick(new_rows, upd_keys, key), _pick(new_rows, ins.get_column(key), key)
+        ins_part = [_data(ins_tbl, plan)] if ins_tbl is not None and ins_tbl.num_rows else []
+        main_path, tail_path = s["path"], s.get("tail")
+        main_changed = bool((~rem.get_column("p_tail")).any() or (~upd.get_column("p_tail")).any())
+        tail_changed = bool(rem.get_column("p_tail").any() or upd.get_column("p_tail").any() or ins_part)
+
+        def applied(path: str) -> list[pa.Table]:
+            with store.open_parquet(f"{base_prefix}/{path}") as pf:
+                groups = [_apply(_data(pf.read_row_group(i), plan), key, out_keys, upd_keys, upd_tbl) for i in range(pf.num_row_groups)]
+            return [g for g in groups if g.num_rows]
+
+        def in_place(path: str, in_tail: bool) -> list[pa.Table]:
+            if upd_tbl is None:
+                return []
+            mine = upd.filter(pl.col("p_tail") == in_tail).get_column(key)
+            t = _pick((upd_tbl, pl.from_arrow(upd_tbl.column(key))), mine, key) if len(mine) else None
+            return [_change_rows(t, pa.array(["update"] * t.num_rows, pa.string()), path, plan)] if t is not None else []
+
+        feed: list[pa.Table] = []
+        for in_tail, path in ((False, main_path), (True, tail_path)):
+            gone_here = true_deletes.filter((pl.col("p_shard") == sid) & (pl.col("p_tail") == in_tail)).get_column(key)
+            if len(gone_here):
+                feed.append(_delete_rows(gone_here, path, plan, key))
+        main_groups = applied(main_path) if main_changed else None   # None: the main file stays as it is
+        tail_groups = (applied(tail_path) if tail_changed else None) if tail_path else []
+        tail_new = (tail_groups or []) + ins_part if tail_changed else None
+        main_rows = sum(g.num_rows for g in main_groups) if main_groups is not None else old_files[main_path].rows
+        tail_rows = sum(g.num_rows for g in tail_new) if tail_new is not None else (old_files[tail_path].rows if tail_path else 0)
+        if main_rows + tail_rows == 0:
+            new_shards[sid], new_entries[sid], feeds[sid] = [], [], feed
+            return
+        fold = tail_rows > 0 and (tail_rows * TAIL_SHARE > main_rows)
+        if fold and main_groups is None:
+            main_groups = applied(main_path)
+        if fold and tail_new is None:
+            tail_new = applied(tail_path)
+        pieces: list[tuple[dict, FileEntry]] = []
+        reused: list[FileEntry] = []
+        if main_groups is not None and (len(main_groups) > MAX_ROW_GROUPS or (fold and not main_groups)):
+            # compacted (or only the tail is left): one sorted file under a new name
+            if tail_new is None and tail_path:
+                tail_new = applied(tail_path)
+            sid_new = fresh_id()
+            whole = pa.concat_tables(main_groups + (tail_new or []))
+            shard = {"id": sid_new, "lower": s["lower"], "path": shard_file(sid_new)}
+            pieces = [(shard, _write(staging / shard["path"], [_sorted(whole, plan, key)], plan, options.parquet))]
+            folded.add(sid)
+        elif fold:
+            appended = pa.concat_tables(tail_new)
+            shard = {"id": sid, "lower": s["lower"], "path": main_path}
+            pieces = [(shard, _write(staging / main_path, main_groups + [appended], plan, options.parquet))]
+            feed += in_place(main_path, False)
+            feed.append(_change_rows(appended, feed_op(appended), main_path, plan))
+            folded.add(sid)
+        else:
+            shard = {"id": sid, "lower": s["lower"], "path": main_path}
+            if main_groups is not None:
+                pieces.append((shard, _write(staging / main_path, main_groups, plan, options.parquet)))
+                feed += in_place(main_path, False)
+            else:
+                f = old_files[main_path]
+                reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=sid,
+                                        reused_from=f.reused_from or base_date))
+            if tail_new is not None and sum(g.num_rows for g in tail_new):
+                shard["tail"] = tail_path or tail_file(sid)
+                pieces.append((shard, _write(staging / shard["tail"], tail_new, plan, options.parquet)))
+                feed += in_place(shard["tail"], True)
+                if ins_part:
+                    feed.append(_change_rows(ins_part[0], feed_op(ins_part[0]), shard["tail"], plan))
+            elif tail_new is None and tail_path:
+                shard["tail"] = tail_path
+                f = old_files[tail_path]
+                reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=sid,
+                                        reused_from=f.reused_from or base_date))
+            main_bytes = pieces[0][1].bytes if main_groups is not None else old_files[main_path].bytes
+            if main_bytes > 2 * cfg.shard_bytes:
+                for _, e in pieces:
+                    (staging / e.path).unlink(missing_ok=True)
+                whole = pa.concat_tables([_data(pq.read_table(p), plan) for p in _shard_sources(store, base_prefix, staging, shard, pieces, reused)])
+                pieces, reused = _split(staging, s, whole, plan, options, key, fresh_id), []
+                folded.add(sid)
+        if sid in folded and not (fold and len(pieces) == 1 and pieces[0][0]["path"] == main_path):
+            # new files (compacted or split): the feed lists every row of each
+            feed = [t for t in feed if t.column(CHANGE_COLUMN)[0].as_py() == "delete"]
+            for _shard, entry in pieces:
+                t = pq.read_table(staging / entry.path).cast(plan.schema.arrow)
+                feed.append(_change_rows(t, feed_op(t), entry.path, plan))
+        for shard_doc, entry in pieces:
+            entry.chunk = shard_doc["id"]
+        out_docs = list({id(d): d for d, _ in pieces}.values()) or [shard]
+        new_shards[sid] = [dict(d) for d in out_docs]
+        new_entries[sid] = [e for _, e in pieces] + reused
+        feeds[sid] = feed
+
+    try:
+        with ThreadPoolExecutor(max(1, options.workers)) as pool:
+            list(pool.map(rewrite, touched))
+    finally:
+        shutil.rmtree(staging / "_spill", ignore_errors=True)
+
+    # ---- the new layout, index, change feed ------------------------------------------------------
+    files: list[FileEntry] = []
+    reuse: dict[str, str] = {}
+    out_shards: list[dict] = []
+    for s in shards:
+        sid = s["id"]
+        if sid in new_shards:
+            out_shards += [dict(x) for x in new_shards[sid]]
+            for e in new_entries[sid]:
+                files.append(e)
+                if e.reused_from is not None:
+                    reuse[e.path] = f"{base_prefix}/{e.path}"
+            continue
+        for path in (s["path"], s.get("tail")):
+            if path:
+                f = old_files[path]
+                files.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=sid,
+                                       reused_from=f.reused_from or base_date))
+                reuse[f.path] = f"{base_prefix}/{f.path}"
+        out_shards.append(dict(s))
+    if out_shards:
+        out_shards[0]["lower"] = None
+    # the row index: the previous one without what changed, plus what changed
+    changed_keys = pl.concat([j.filter(pl.col("op") != "same").select(key), removals.select(key), gone_all]).unique()
+    back = {"p_sk": _SK, "p_shard": _SHARD, "p_keep": _KEEP, "p_h1": _H1, "p_h2": _H2, "p_tail": _TAIL}
+    kept = prev.join(changed_keys, on=key, how="anti").rename(back)
+    tomb_keys = tomb_out.select(key)
+    if tomb_keys.height:
+        kept = pl.concat([kept, prev.join(tomb_keys, on=key, how="semi").rename(back).with_columns(pl.lit(False).alias(_KEEP))],
+                         how="vertical_relaxed")
+    fresh = j.filter(pl.col("op") != "same").select(
+        key, _SK, pl.col("t_shard").alias(_SHARD), _KEEP, _H1, _H2,
+        pl.when(pl.col("op") == "update").then(pl.col("p_tail")).otherwise(pl.col("op").is_in(["insert", "move"])).alias(_TAIL))
+    new_index = pl.concat([kept.select(fresh.columns), fresh], how="vertical_relaxed")
+    if folded:  # rows of a folded, compacted or split shard are in its main file(s) now
+        new_index = new_index.with_columns(pl.when(pl.col(_SHARD).is_in(sorted(folded))).then(False).otherwise(pl.col(_TAIL)).alias(_TAIL))
+    new_index = _reassign_split(new_index, new_shards, key)
+    index_entry = _write_index(staging, new_index, key, plan)
+
+    released = int(new_index.get_column(_KEEP).sum())
+    in_files = sum(f.rows for f in files)
+    if released != in_files:
+        raise UserError(f"{table}: the refresh's row index holds {released} released rows but its shards {in_files}; "
+                        f"nothing was committed to the store, rerun the export with --full.")
+    timings = {"rows_read": read.rows, "bytes_read": read.nbytes, "index_released_rows": released}
+    if counting is not None:
+        source_rows, seconds = counting.result()
+        if source_rows != released:
+            raise UserError(f"{table}: the source holds {source_rows} rows at the snapshot but {released} were exported; "
+                            f"nothing was committed to the store, rerun the export with --full.")
+        timings.update(source_rows_counted=source_rows, count_seconds=seconds,
+                       count_check="rows = count(*) with the export's filters, a separate query on the same Postgres snapshot")
+    if mode == "xmin" and unchanged is not None:
+        timings["source_rows_all_counted"] = unchanged + read.rows
+        timings["count_check"] = ("rows in the row index = count(*) of the rows older than the previous snapshot + rows read "
+                                  "(both in this Postgres snapshot); released rows = rows in the shards")
+        # every row of the table is either older than the previous snapshot (counted) or read
+        if index_entry["rows"] != (unchanged + read.rows):
+            raise UserError(f"{table}: Postgres holds {unchanged} older rows and {read.rows} newer ones, but the row index "
+                            f"{index_entry['rows']}; nothing was committed to the store, rerun the export with --full.")
+    feed_parts = [t for sid in touched for t in feeds.get(sid, [])]
+    row_groups = {f.path: [pq.ParquetFile(staging / f.path).metadata.row_group(i).num_rows
+                           for i in range(pq.ParquetFile(staging / f.path).metadata.num_row_groups)]
+                  for f in files if f.reused_from is None}
+    changes = _write_changes(staging, feed_parts, plan, m, base_date, options, row_groups)
+    del_count = true_deletes.height
+    layout_doc = {"kind": "clustered", "basis": basis, "cluster_by": list(cfg.cluster_by), "key": key,
+                  "shard_bytes": cfg.shard_bytes, "volatile_columns": sorted(cfg.volatile_columns),
+                  "hash_scheme": HASH_SCHEME, "shards": out_shards, "index": index_entry,
+                  "tombstones": _tombstones(shared, plan),
+                  "refresh": {"mode": mode, "base_snapshot": base_date, "why_content": why,
+                              "rows_read": read.rows, "bytes_read": read.nbytes,
+                              "candidates": cand.height, "unchanged_candidates": counts.get("same", 0),
+                              "inserted": counts.get("insert", 0), "updated": counts.get("update", 0),
+                              "moved": counts.get("move", 0),
+                              "deleted": del_count, "shards_rewritten": len(touched),
+                              "files_reused": len(reuse), "files_written": sum(1 for f in files if f.reused_from is None)}}
+    log(f"{table}: {cand.height:,} rows read ({mode}) since {base_date}; {counts.get('same', 0):,} unchanged, "
+        f"{counts.get('insert', 0):,} inserted, {counts.get('update', 0) + counts.get('move', 0):,} updated, "
+        f"{del_count:,} deleted; {len(touched)} of {len(shards)} shards rewritten")
+    return ClusteredResult(sorted(files, key=lambda f: f.path), reuse, layout_doc, changes, released, read.rows, timings)
+
+
+def _pick(new_rows, keys: pl.Series, key: str) -> pa.Table | None:
+    """The spilled rows of ``keys``, in that order."""
+    if new_rows is None or len(keys) == 0:
+        return None
+    spilled, sp_keys = new_rows
+    where = pl.DataFrame({key: sp_keys}).with_row_index("i").join(
+        pl.DataFrame({key: keys}).with_row_index("o"), on=key, how="inner").sort("o")
+    if where.height != len(keys):
+        raise UserError("a changed row was not among the rows read; nothing was committed to the store, rerun the export.")
+    return spilled.take(pa.array(where.get_column("i").to_numpy()))
+
+
+def _apply(rg: pa.Table, key: str, out_keys: pl.Series, upd_keys: pl.Series, upd_tbl: pa.Table | None) -> pa.Table:
+    """A previous row group with the rows of ``out_keys`` removed and those of ``upd_keys``
+    replaced in place by the rows of ``upd_tbl`` (same order as ``upd_keys``)."""
+    if len(out_keys) == 0 and len(upd_keys) == 0:
+        return rg
+    k = pl.DataFrame({key: pl.from_arrow(rg.column(key))}).with_row_index("i")
+    k = k.join(pl.DataFrame({key: upd_keys}).with_row_index("u"), on=key, how="left", maintain_order="left")
+    k = k.filter(~pl.col(key).is_in(out_keys.implode()))
+    take = k.select(pl.when(pl.col("u").is_null()).then(pl.col("i").cast(pl.Int64))
+                    .otherwise(pl.col("u").cast(pl.Int64) + rg.num_rows)).to_series().to_numpy()
+    both = pa.concat_tables([rg, upd_tbl.select(rg.schema.names).cast(rg.schema)]) if upd_tbl is not None and len(upd_keys) else rg
+    return both.take(pa.array(take, pa.int64()))
+
+
+def _sorted(t: pa.Table, plan: TablePlan, key: str) -> pa.Table:
+    sk = sort_keys(t, list(plan.config.cluster_by) + [key])
+    return t.take(pc.sort_indices(sk.to_arrow()))
+
+
+def _shard_sources(store: Store, base_prefix: str, staging: Path, shard: dict, pieces, reused) -> list:
+    """Paths of a shard's current files (just written, or reused from the base)."""
+    out = [staging / e.path for _, e in pieces]
+    for e in reused:
+        out.append(store.local_path(f"{base_prefix}/{e.path}") or _spooled(store, f"{base_prefix}/{e.path}", staging))
+    return out
+
+
+def _spooled(store: Store, key: str, staging: Path) -> Path:
+    path = staging / "_spill" / key.replace("/", "_")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with store.open(key) as src_file, open(path, "wb") as out:
+        shutil.copyfileobj(src_file, out, 4 << 20)
+    return path
+
+
+def _split(staging: Path, s: dict, whole: pa.Table, plan: TablePlan, options, key: str, fresh_id):
+    """A shard grown past twice its size: two shards, each half of its rows by sort key (no tails)."""
+    t = _sorted(whole, plan, key)
+    half = t.num_rows // 2
+    lo_t, hi_t = t.slice(0, half), t.slice(half)
+    out = []
+    hi_lower = sort_keys(hi_t.slice(0, 1), list(plan.config.cluster_by) + [key])[0]
+    for part, lower in ((lo_t, s["lower"]), (hi_t, hi_lower)):
+        sid = fresh_id()
+        e = _write(staging / shard_file(sid), [part], plan, options.parquet)
+        e.chunk = sid
+        out.append(({"id": sid, "lower": lower, "path": e.path}, e))
+    return out
+
+
+def _reassign_split(index: pl.DataFrame, new_shards: dict[int, list[dict]], key: str) -> pl.DataFrame:
+    """Index rows of a shard that was split (or dropped) point at the shard now holding them."""
+    for sid, parts in new_shards.items():
+        if not parts or (len(parts) == 1 and parts[0]["id"] == sid):
+            continue
+        lowers = [p["lower"] for p in parts]
+        ids = [p["id"] for p in parts]
+        mask = pl.col(_SHARD) == sid
+        sub = index.filter(mask)
+        cuts = pl.Series([x for x in lowers[1:]], dtype=pl.String)
+        where = cuts.search_sorted(sub.get_column(_SK), side="right").to_numpy()
+        sub = sub.with_columns(pl.Series(_SHARD, np.array(ids, dtype=np.int32)[where]))
+        index = pl.concat([index.filter(~mask), sub])
+    return index
+
+
+def changes_schema(table_schema: pa.Schema) -> pa.Schema:
+    """The change feed's columns: ``change`` (insert | update | delete), ``file`` (the release file
+    the row belongs to, or left), then the table's, all nullable (a delete carries only the key)."""
+    fields = [pa.field(CHANGE_COLUMN, pa.string(), nullable=False), pa.field(FILE_COLUMN, pa.string(), nullable=False)]
+    return pa.schema(fields + [f.with_nullable(True) for f in table_schema])
+
+
+def _change_rows(t: pa.Table, ops: pa.Array, file: str, plan: TablePlan) -> pa.Table:
+    t = t.select(plan.schema.names).cast(plan.schema.arrow)
+    files = pa.array([file] * t.num_rows, pa.string())
+    return pa.Table.from_arrays([ops, files, *t.columns], schema=changes_schema(plan.schema.arrow))
+
+
+def _delete_rows(keys: pl.Series, file: str, plan: TablePlan, key: str) -> pa.Table:
+    arr = keys.to_arrow().cast(plan.schema.arrow.field(key).type)
+    cols = [pa.array(["delete"] * len(arr), pa.string()), pa.array([file] * len(arr), pa.string())]
+    cols += [arr if f.name == key else pa.nulls(len(arr), f.type) for f in plan.schema.arrow]
+    return pa.Table.from_arrays(cols, schema=changes_schema(plan.schema.arrow))
+
+
+def _write_changes(staging: Path, parts: list[pa.Table], plan: TablePlan, m: Manifest, base_date: str, options,
+                   row_groups: dict[str, list[int]]) -> dict:
+    """The change feed as one parquet file (``changes/changes-00000.parquet``), in the order the
+    parts come (per file: deletes, updates in place, appended rows)."""
+    schema = changes_schema(plan.schema.arrow)
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    folder = staging / CHANGES_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / "changes-00000.parquet"
+    w = parquet_writer(path, plan.schema, options.parquet, arrow_schema=schema)
+    try:
+        w.write_table(table, row_group_size=max(1, _row_group_rows(table, options.parquet)) if table.num_rows else 1)
+    finally:
+        w.close()
+    entry = FileEntry(path=f"{CHANGES_DIR}/{path.name}", rows=table.num_rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+    ops = table.column(CHANGE_COLUMN).to_pylist()
+    return {"base_snapshot": base_date, "base_root_hash": m.root_hash, "files": [dataclasses.asdict(entry)],
+            "inserted": ops.count("insert"), "updated": ops.count("update"), "deleted": ops.count("delete"),
+            "row_groups": row_groups}
+
+
