@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import resource
 import shutil
 import threading
@@ -82,7 +83,7 @@ HASH_SCHEME = f"polars-{pl.__version__}/hash_rows/2x64/floats-as-bits/v1"
 _SK, _H1, _H2, _SHARD, _KEEP, _TAIL = "__sk", "__h1", "__h2", "__shard", "__keep", "__tail"
 TAIL_SHARE = 4                    # a shard's tail folds into it once it holds more than 1/4 of the shard's rows
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
-GROUP_BYTES = 32 << 20            # read batches gathered before they are cut per shard (memory: two per worker)
+GROUP_BYTES = 16 << 20            # read batches gathered before they are cut per shard (memory: two per worker)
 MAX_ROW_GROUPS = 32               # a shard with more row groups is rewritten sorted (compacted)
 
 
@@ -142,6 +143,8 @@ def _hashable(arr: pa.ChunkedArray | pa.Array) -> pl.Series:
     t = arr.type
     if pa.types.is_floating(t):  # by their bits: -0.0 differs from 0.0, and each NaN from a number
         arr = arr.view({16: pa.int16(), 32: pa.int32(), 64: pa.int64()}[t.bit_width])
+    if t in (pa.string(), pa.large_string()):
+        arr = arr.cast(pa.string_view())  # polars holds strings as views: this cast is cheaper than its own
     try:
         return pl.from_arrow(arr)
     except Exception:  # noqa: BLE001 - a type polars cannot hold (e.g. an interval): its exact text
@@ -174,6 +177,12 @@ class _Layout:
         return cuts.search_sorted(sk, side="right").to_numpy().astype(np.int32)
 
 
+# lz4: a third of the bytes through the page cache; no threads: a piece's ~30 columns handed to
+# Arrow's thread pool cost more in wake-ups than their compression
+_SPILL_WRITE = pa.ipc.IpcWriteOptions(compression=os.environ.get("DATASET_ASSETS_SPILL_COMPRESSION") or None, use_threads=False)
+_SPILL_READ = pa.ipc.IpcReadOptions(use_threads=False)
+
+
 class _Spill:
     """One Arrow IPC stream per shard, written by every worker (a lock per shard)."""
 
@@ -193,7 +202,7 @@ class _Spill:
             w = self._writers.get(pos)
             if w is None:
                 # lz4: a third of the bytes through the page cache, for less CPU than those bytes cost
-                w = pa.ipc.new_stream(str(self.path(pos)), self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+                w = pa.ipc.new_stream(str(self.path(pos)), self.schema, options=_SPILL_WRITE)
                 self._writers[pos] = w
             w.write_table(piece)
 
@@ -206,7 +215,7 @@ class _Spill:
         if pos not in self._writers or not p.exists():
             return None
         with pa.memory_map(str(p)) as f:
-            return pa.ipc.open_stream(f).read_all()
+            return pa.ipc.open_stream(f, options=_SPILL_READ).read_all()
 
 
 def _raise_open_files(n: int) -> None:
