@@ -3,22 +3,35 @@
 ``make bench`` (or ``python bench/run.py``) seeds the ``image`` table (cached:
 reseeded only when its row count differs from ``--rows``), warms the cache with
 one untimed read, then runs every tool ``--repeat`` times, round-robin, each run
-in its OWN subprocess (``bench/run.py --one TOOL ...``) so that peak memory is
-per tool and nothing is shared. The child measures wall time around the work
-only (no interpreter start, no imports) and reports JSON on stdout.
+in its OWN subprocess so that peak memory is per tool and nothing is shared.
+Two ways of measuring (``--measure``, default ``in-process``; ``--whole-process``
+is ``--measure both``):
 
-Tools (see bench/README.md):
+in-process     ``bench/run.py --one TOOL ...``: the child imports the tool's modules,
+               then measures wall time around the work only (no interpreter start,
+               no imports) and its VmHWM, and reports JSON on stdout.
+whole-process  the tool as a user runs it, from a fresh interpreter: ours as the CLI
+               ``dataset-assets export --full``, every other tool as
+               ``python bench/exporters.py SPEC`` (its imports included), spawned by
+               ``bench/launch.py``, which times spawn to exit and takes the peak RSS
+               and CPU from ``wait4``.
+
+Tools (see bench/README.md; the peers' code is in bench/exporters.py):
 
 copy1        psycopg ``COPY (SELECT * FROM image) TO STDOUT (FORMAT binary)`` into /dev/null, one stream
 copyN        the same over N connections, each copying one ctid range (the limit with N backends)
 naive_adbc   ADBC cursor -> fetch_record_batch -> one pyarrow ParquetWriter
 polars_adbc  pl.read_database_uri(engine="adbc") -> DataFrame.write_parquet
 connectorx   cx.read_sql(partition_on=..., partition_num=N, return_type="arrow") -> pq.write_table
-ours         dataset_assets.export.run.export_snapshot(workers=N)
+duckdb       DuckDB + postgres extension (from its PyPI package): ATTACH ... READ_ONLY, COPY ... TO parquet
+dlt_cx       dlt sql_table(backend="connectorx") -> filesystem destination, parquet
+dlt_pa       dlt sql_table(backend="pyarrow") -> filesystem destination, parquet
+ours         dataset_assets.export.run.export_snapshot(workers=N) (whole process: the CLI)
 
-Every parquet writer uses the same output settings: zstd level 1, the row-group
-target of ``ParquetOptions().row_group_bytes`` (in-memory Arrow bytes, converted
-to rows from the data's average row width) and the page index.
+Every parquet writer uses zstd level 1. naive_adbc, polars_adbc and connectorx also use
+the row-group target of ``ParquetOptions().row_group_bytes`` (in-memory Arrow bytes,
+converted to rows from the data's average row width) and the page index; DuckDB and dlt
+write their default row groups (the page index: dlt yes, DuckDB no).
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -39,31 +53,27 @@ import tempfile
 import time
 from pathlib import Path
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere than bench/
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import exporters  # noqa: E402  (bench/exporters.py: the peers)
+from exporters import CX_PARTITION_COL, CX_PARTITION_EXPR, RESULT_TAG  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 TABLE = "image"
-TOOLS = ("copy1", "copyN", "naive_adbc", "polars_adbc", "connectorx", "ours")
+TOOLS = ("copy1", "copyN", "naive_adbc", "polars_adbc", "connectorx", "duckdb", "dlt_cx", "dlt_pa", "ours")
 LIMIT_TOOLS = ("copy1", "copyN")
-PEERS = ("naive_adbc", "polars_adbc", "connectorx")
+PEERS = ("naive_adbc", "polars_adbc", "connectorx")  # of the "fastest peer" target (set before DuckDB and dlt were added)
 DEFAULT_DATA_DIR = PROJECT / ".local" / "bench-pg"
 WORK_DIR = PROJECT / ".local" / "bench-tmp"
-RESULT_TAG = "BENCH_RESULT "
 MiB = 1 << 20
-
-# connectorx partitions on a numeric column by equal value ranges between its
-# min and max and silently drops rows where the column is NULL. The image
-# table's primary key is a uuid and its integer columns (width, height,
-# filesize) are all nullable, so we partition on coalesce(width, 0), exposed as
-# an extra column that is dropped before writing. width is the best spread of
-# the three (filesize is log-distributed, height has a long tail), but ranges
-# of equal width are still unbalanced (about 3:1 for two partitions).
-CX_PARTITION_EXPR = "coalesce(width, 0)"
-CX_PARTITION_COL = "cx_part"
+MEASURES = ("in-process", "whole-process")
 
 TARGET_COPY_RATIO = 1.1     # ours / copy1 (best vs best)
 TARGET_PEER_RATIO = 0.8     # ours / fastest peer
 TARGET_RSS_MIB = 512
 TARGET_RSS_GROWTH = 1.2     # "flat": peak RSS at 5x rows at most this times the peak at 1x
+TARGET_DUCKDB_RATIO = 0.9   # issue 17: ours / duckdb, whole process (best vs best)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -94,16 +104,6 @@ def vm_status() -> dict[str, float]:
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def rows_per_group(nbytes: int, rows: int) -> int:
-    """Rows per row group for the shared target of in-memory Arrow bytes per row group."""
-    from dataset_assets.export.shards import ParquetOptions
-
-    target = ParquetOptions().row_group_bytes
-    if rows <= 0 or nbytes <= 0:
-        return 1 << 20
-    return max(1, int(target // (nbytes / rows)))
 
 
 def parquet_settings() -> dict:
@@ -138,140 +138,6 @@ def parquet_summary(paths: list[Path]) -> dict:
             "compression": sorted(comp), "page_index": page_index, "identifier": id_type}
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def ctid_ranges(pages: int, n: int) -> list[tuple[int | None, int | None]]:
-    """n contiguous page ranges; the first open below, the last open above."""
-    n = max(1, n)
-    step = -(-pages // n) if pages else 1
-    bounds = [i * step for i in range(1, n)]
-    return list(zip([None] + bounds, bounds + [None]))
-
-
-def ctid_where(lo: int | None, hi: int | None) -> str:
-    preds = []
-    if lo is not None:
-        preds.append(f"ctid >= '({int(lo)},0)'::tid")
-    if hi is not None:
-        preds.append(f"ctid < '({int(hi)},0)'::tid")
-    return (" WHERE " + " AND ".join(preds)) if preds else ""
-
-
-# --------------------------------------------------------------------------- the tools (run in the child)
-
-def tool_copy(uri: str, table: str, streams: int, outdir: Path) -> dict:
-    """Binary COPY into /dev/null over ``streams`` connections (ctid ranges when > 1)."""
-    import threading
-
-    import psycopg
-
-    with psycopg.connect(uri, autocommit=True) as c:
-        pages = c.execute(f"SELECT pg_relation_size('{table}') / current_setting('block_size')::int").fetchone()[0]
-    ranges = ctid_ranges(pages, streams) if streams > 1 else [(None, None)]
-    totals = [0] * len(ranges)
-    errors: list[BaseException] = []
-
-    def run(i: int, lo, hi) -> None:
-        try:
-            fd = os.open(os.devnull, os.O_WRONLY)
-            buf = bytearray()
-            n = 0
-            try:
-                with psycopg.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
-                    sql = f"COPY (SELECT * FROM {quote_ident(table)}{ctid_where(lo, hi)}) TO STDOUT (FORMAT binary)"
-                    with cur.copy(sql) as cp:
-                        for data in cp:  # one CopyData message (one row) at a time
-                            buf += data
-                            if len(buf) >= MiB:
-                                n += os.write(fd, buf)
-                                buf.clear()
-                    n += os.write(fd, buf)
-            finally:
-                os.close(fd)
-            totals[i] = n
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            errors.append(exc)
-
-    t0 = time.perf_counter()
-    if len(ranges) == 1:
-        run(0, None, None)
-    else:
-        threads = [threading.Thread(target=run, args=(i, lo, hi)) for i, (lo, hi) in enumerate(ranges)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    seconds = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    # rows: the binary stream has no cheap row count; the parent fills it in from count(*)
-    return {"seconds": seconds, "rows": None, "bytes": sum(totals), "streams": len(ranges)}
-
-
-def tool_naive_adbc(uri: str, table: str, workers: int, outdir: Path) -> dict:
-    import adbc_driver_postgresql.dbapi as pg
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    s = parquet_settings()
-    path = outdir / "naive_adbc.parquet"
-    t0 = time.perf_counter()
-    rows = 0
-    with pg.connect(uri) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT * FROM {quote_ident(table)}")
-        reader = cur.fetch_record_batch()
-        # pyarrow writes the driver's types as they arrive (driver 1.8.0: uuid as
-        # 16-byte binary in an opaque extension, jsonb as string): no conversion needed.
-        pending, pending_bytes = [], 0
-        with pq.ParquetWriter(path, reader.schema, compression=s["compression"],
-                              compression_level=s["compression_level"], write_page_index=s["page_index"]) as writer:
-            for batch in reader:
-                pending.append(batch)
-                pending_bytes += batch.nbytes
-                rows += batch.num_rows
-                if pending_bytes >= s["row_group_bytes"]:  # same row-group target as ours
-                    writer.write_table(pa.Table.from_batches(pending), row_group_size=1 << 30)
-                    pending, pending_bytes = [], 0
-            if pending:
-                writer.write_table(pa.Table.from_batches(pending), row_group_size=1 << 30)
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rows": rows, "bytes": path.stat().st_size, "paths": [path]}
-
-
-def tool_polars_adbc(uri: str, table: str, workers: int, outdir: Path) -> dict:
-    import polars as pl
-
-    s = parquet_settings()
-    path = outdir / "polars_adbc.parquet"
-    t0 = time.perf_counter()
-    # uuid arrives as Binary (16 bytes) and jsonb as a string; polars 2.1 writes
-    # both without casts (uuid as plain 16-byte binary).
-    df = pl.read_database_uri(f"SELECT * FROM {quote_ident(table)}", uri, engine="adbc")
-    rg = rows_per_group(df.estimated_size(), df.height)
-    df.write_parquet(path, compression=s["compression"], compression_level=s["compression_level"], row_group_size=rg)
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rows": df.height, "bytes": path.stat().st_size, "paths": [path]}
-
-
-def tool_connectorx(uri: str, table: str, workers: int, outdir: Path) -> dict:
-    import connectorx as cx
-    import pyarrow.parquet as pq
-
-    s = parquet_settings()
-    path = outdir / "connectorx.parquet"
-    query = f"SELECT *, {CX_PARTITION_EXPR} AS {CX_PARTITION_COL} FROM {quote_ident(table)}"
-    t0 = time.perf_counter()
-    # connectorx reads uuid and jsonb as strings: no casts needed.
-    tbl = cx.read_sql(uri, query, partition_on=CX_PARTITION_COL, partition_num=workers, return_type="arrow")
-    tbl = tbl.drop_columns([CX_PARTITION_COL])
-    pq.write_table(tbl, path, row_group_size=rows_per_group(tbl.nbytes, tbl.num_rows), compression=s["compression"],
-                   compression_level=s["compression_level"], write_page_index=s["page_index"])
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rows": tbl.num_rows, "bytes": path.stat().st_size, "paths": [path]}
-
-
 def ours_tables_file(outdir: Path, table: str, filters: bool) -> Path | None:
     """Without ``filters`` ours exports every row, like the other tools."""
     if filters:
@@ -298,28 +164,22 @@ def tool_ours(uri: str, table: str, workers: int, outdir: Path, filters: bool = 
 
 
 def run_one(args) -> int:
-    """Child mode: run one tool once and print its result as JSON."""
+    """Child mode (in process): run one tool once and print its result as JSON."""
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    # the parent passes the settings, so that a peer's child does not import the engine for them
+    settings = json.loads(args.settings) if args.settings else parquet_settings()
     # imports happen before the clock starts
-    preload = {
-        "naive_adbc": ["adbc_driver_postgresql.dbapi", "pyarrow.parquet"],
-        "ours": ["adbc_driver_postgresql.dbapi", "pyarrow.parquet", "dataset_assets.export.run"],
-        "polars_adbc": ["adbc_driver_postgresql.dbapi", "polars"],
-        "connectorx": ["connectorx", "pyarrow.parquet"],
-    }.get(args.one, ["psycopg"] if args.one in LIMIT_TOOLS else [])
+    preload = ["adbc_driver_postgresql.dbapi", "pyarrow.parquet", "dataset_assets.export.run"] if args.one == "ours" \
+        else exporters.TOOL_MODULES[args.one]
     for module in preload:
         importlib.import_module(module)
     base = vm_status()
     cpu0 = cpu_seconds()
-    if args.one == "copy1":
-        out = tool_copy(args.source, TABLE, 1, outdir)
-    elif args.one == "copyN":
-        out = tool_copy(args.source, TABLE, args.workers, outdir)
-    elif args.one == "ours":
+    if args.one == "ours":
         out = tool_ours(args.source, TABLE, args.workers, outdir, filters=args.ours_filters)
     else:
-        out = globals()[f"tool_{args.one}"](args.source, TABLE, args.workers, outdir)
+        out = exporters.run_tool(args.one, args.source, TABLE, args.workers, outdir, settings)
     out["cpu_seconds"] = cpu_seconds() - cpu0
     peak = vm_status()
     out["tool"] = args.one
@@ -418,31 +278,168 @@ def warm_up(uri: str) -> None:
     log(f"warm-up read: {n / 1e6:.0f} MB in {time.perf_counter() - t0:.1f}s")
 
 
-def run_child(tool: str, uri: str, workers: int, ours_filters: bool, timeout: float) -> dict:
+def skip_reason(tool: str) -> str | None:
+    """Why ``tool`` cannot run on this machine (a package missing or not for this platform), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    modules = exporters.TOOL_MODULES.get(tool, [])
+    for module in modules:
+        top = module.split(".")[0]
+        try:
+            found = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            pkg = exporters.MODULE_PACKAGES.get(top, top)
+            return (f"{pkg} is not installed (not available for this platform/Python, or `make install` not run: "
+                    f"it is in the bench extra of pyproject.toml)")
+    if tool == "duckdb":
+        try:
+            core, ext = version("duckdb"), version("duckdb-extension-postgres-scanner")
+        except PackageNotFoundError as exc:
+            return f"{exc} is not installed"
+        if core != ext:
+            return f"duckdb {core} and duckdb-extension-postgres-scanner {ext} differ; the extension must match DuckDB's version"
+        root = Path(importlib.util.find_spec("duckdb_extension_postgres_scanner").origin).parent
+        if not (root / "extensions" / f"v{core}" / "postgres_scanner.duckdb_extension").is_file():
+            return f"duckdb-extension-postgres-scanner {ext} holds no postgres_scanner.duckdb_extension for v{core} on this platform"
+    return None
+
+
+def tool_env(tool: str, outdir: Path, ours_filters: bool) -> dict[str, str]:
+    """Environment a tool's process gets on top of ours (the same in process and whole process)."""
+    if tool in exporters.DLT_BACKENDS:
+        return exporters.dlt_env(outdir)
+    if tool == "ours":
+        tables_file = ours_tables_file(outdir, TABLE, ours_filters)
+        return {"DATASET_ASSETS_TABLES": str(tables_file)} if tables_file is not None else {}
+    return {}
+
+
+def error_from(stderr: str, returncode) -> dict:
+    err = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    exc_lines = [ln for ln in err if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln)]
+    msg = exc_lines[-1] if exc_lines else (err[-1] if err else f"exit code {returncode}")
+    return {"error": msg[:300], "stderr_tail": err[-15:]}
+
+
+def check_rows(res: dict, expected: int, ours_filters: bool) -> dict:
+    """Rows: those of the parquet written (footers), which must equal the table's count(*).
+    The COPY tools write no parquet: their rows are the table's count."""
+    tool = res.get("tool")
+    if "error" in res:
+        return res
+    if tool in LIMIT_TOOLS:
+        res["rows"], res["rows_check"] = expected, "binary COPY stream: rows = the table's count(*), not counted"
+        return res
+    written = (res.get("parquet") or {}).get("rows")
+    if written is None:
+        res["error"] = "no parquet file was written"
+        return res
+    res["rows"] = written
+    if tool == "ours" and ours_filters:
+        res["rows_check"] = "not compared with count(*): --ours-filters leaves rows out (the engine checks its own count)"
+    elif written != expected:
+        res["error"] = f"{written:,} rows in the parquet written, but the table holds {expected:,}"
+    else:
+        res["rows_check"] = f"parquet rows = count(*) = {expected:,}"
+    return res
+
+
+def run_child(tool: str, uri: str, workers: int, ours_filters: bool, timeout: float,
+              settings: dict | None = None, expected_rows: int | None = None) -> dict:
+    """One in-process measurement: ``bench/run.py --one TOOL`` in its own subprocess."""
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     outdir = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=WORK_DIR))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", tool, "--source", uri,
-           "--workers", str(workers), "--outdir", str(outdir)]
+           "--workers", str(workers), "--outdir", str(outdir), "--settings", json.dumps(settings or parquet_settings())]
     if ours_filters:
         cmd.append("--ours-filters")
+    env = {**os.environ, **tool_env(tool, outdir, ours_filters)}
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=PROJECT)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=PROJECT, env=env)
     except subprocess.TimeoutExpired:
         return {"tool": tool, "error": f"timed out after {timeout:.0f}s"}
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
     for line in reversed(p.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
-    err = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    exc_lines = [ln for ln in err if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln)]
-    msg = exc_lines[-1] if exc_lines else (err[-1] if err else f"exit code {p.returncode}")
-    return {"tool": tool, "error": msg[:300], "stderr_tail": err[-15:]}
+            res = json.loads(line[len(RESULT_TAG):])
+            return check_rows(res, expected_rows, ours_filters) if expected_rows is not None else res
+    return {"tool": tool, **error_from(p.stderr, p.returncode)}
 
 
-def summarize(tool: str, runs: list[dict], rows: int) -> dict:
+def ours_cli(uri: str, workers: int, outdir: Path) -> list[str]:
+    """Ours as a user runs it: the CLI, full mode (ctid ranges, like the in-process run), a fresh store."""
+    script = Path(sys.executable).parent / "dataset-assets"
+    base = [str(script)] if script.is_file() else [sys.executable, "-m", "dataset_assets.cli"]
+    return base + ["export", "--full", "--force", "--table", TABLE, "--snapshot", dt.date.today().isoformat(),
+                   "--workers", str(workers), "--source", uri, "--store", str(outdir / "store")]
+
+
+def run_whole(tool: str, uri: str, workers: int, ours_filters: bool, timeout: float, settings: dict,
+              expected_rows: int) -> dict:
+    """One whole-process measurement: the tool from a fresh interpreter, imports and start-up
+    included, spawned by bench/launch.py (wall time spawn to exit; peak RSS and CPU from wait4)."""
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    outdir = Path(tempfile.mkdtemp(prefix=f"whole-{tool}-", dir=WORK_DIR))
+    try:
+        if tool == "ours":
+            cmd = ours_cli(uri, workers, outdir)
+        else:
+            spec_file = outdir / "spec.json"
+            spec_file.write_text(json.dumps({"tool": tool, "source": uri, "table": TABLE, "workers": workers,
+                                             "outdir": str(outdir), "settings": settings}))
+            cmd = [sys.executable, str(HERE / "exporters.py"), str(spec_file)]
+        launch = outdir / "launch.json"
+        launch.write_text(json.dumps({"cmd": cmd, "env": {**os.environ, **tool_env(tool, outdir, ours_filters)},
+                                      "cwd": str(PROJECT), "stdout": str(outdir / "stdout.txt"),
+                                      "stderr": str(outdir / "stderr.txt"), "timeout": timeout}))
+        try:
+            p = subprocess.run([sys.executable, "-I", "-S", str(HERE / "launch.py"), str(launch)],
+                               capture_output=True, text=True, timeout=timeout + 60)
+        except subprocess.TimeoutExpired:
+            return {"tool": tool, "error": f"timed out after {timeout:.0f}s"}
+        if p.returncode != 0:
+            return {"tool": tool, **error_from(p.stderr, p.returncode)}
+        m = json.loads(p.stdout.strip().splitlines()[-1])
+        stdout = (outdir / "stdout.txt").read_text(errors="replace")
+        stderr = (outdir / "stderr.txt").read_text(errors="replace")
+        shown = " ".join(redact(uri) if c == uri else c for c in cmd)
+        if m["timed_out"]:
+            return {"tool": tool, "error": f"timed out after {timeout:.0f}s", "cmd": shown}
+        if m["returncode"] != 0:
+            return {"tool": tool, "cmd": shown, **error_from(stderr, m["returncode"])}
+        if tool == "ours":
+            (summary,) = json.loads(stdout[stdout.index("["):])  # the CLI prints its summary as JSON
+            paths = sorted((outdir / "store").rglob("*.parquet"))
+            out = {"rows": summary["rows"], "work_seconds": summary["seconds"],
+                   "work_is": "the engine's total_seconds of the table (manifest timings)"}
+        else:
+            line = next(ln for ln in reversed(stdout.splitlines()) if ln.startswith(RESULT_TAG))
+            child = json.loads(line[len(RESULT_TAG):])
+            paths = [Path(x) for x in child.pop("paths", [])]
+            out = {k: v for k, v in child.items() if k not in ("seconds", "tool")}
+            out["work_seconds"] = child["seconds"]
+            out["work_is"] = "the tool's own timing of the work, as in process"
+        res = {"tool": tool, "seconds": m["seconds"], "peak_rss_mib": round(m["maxrss_kib"] / 1024, 1),
+               "cpu_seconds": m["utime"] + m["stime"], **out, "cmd": shown}
+        if paths:
+            res["bytes"] = sum(pth.stat().st_size for pth in paths)
+            res["parquet"] = parquet_summary(paths)
+        if res.get("work_seconds") is not None:
+            res["outside_work_seconds"] = res["seconds"] - res["work_seconds"]
+        return check_rows(res, expected_rows, ours_filters)
+    finally:
+        shutil.rmtree(outdir, ignore_errors=True)
+
+
+def summarize(tool: str, runs: list[dict], rows: int, skipped: str | None = None) -> dict:
     ok = [r for r in runs if "error" not in r]
     s: dict = {"tool": tool, "runs": runs}
+    if skipped:
+        s["skipped"] = skipped
+        return s
     if not ok:
         s["error"] = runs[0].get("error") if runs else "not run"
         return s
@@ -450,34 +447,47 @@ def summarize(tool: str, runs: list[dict], rows: int) -> dict:
     best = min(ok, key=lambda r: r["seconds"])
     n = best.get("rows") or rows
     s.update(best=min(times), median=statistics.median(times), rows=n, rows_per_s=n / best["seconds"],
-             bytes=best["bytes"], peak_rss_mib=max(r["peak_rss_mib"] for r in ok),
-             base_rss_mib=min(r["base_rss_mib"] for r in ok), cpu_seconds=best["cpu_seconds"],
+             bytes=best["bytes"], peak_rss_mib=max(r["peak_rss_mib"] for r in ok), cpu_seconds=best["cpu_seconds"],
              parquet=best.get("parquet") or None, failed_runs=len(runs) - len(ok))
+    if all("base_rss_mib" in r for r in ok):
+        s["base_rss_mib"] = min(r["base_rss_mib"] for r in ok)
+    if best.get("outside_work_seconds") is not None:
+        s["outside_work_seconds"] = best["outside_work_seconds"]
     return s
 
 
-def fmt_table(summaries: list[dict], markdown: bool) -> str:
-    copy1 = next((s for s in summaries if s["tool"] == "copy1" and "best" in s), None)
-    head = ["tool", "best s", "median s", "rows/s", "x copy1", "output MB", "peak RSS MiB", "client CPU s"]
+def fmt_table(summaries: list[dict], markdown: bool, whole: bool = False) -> str:
+    ref = {t: next((s for s in summaries if s["tool"] == t and "best" in s), None) for t in ("copy1", "duckdb")}
+    head = ["tool", "best s", "median s", "rows/s", "x copy1", "x duckdb", "output MB", "peak RSS MiB", "client CPU s"]
+    if whole:
+        head.append("outside work s")
     lines = []
     for s in summaries:
         if "best" not in s:
-            lines.append([s["tool"], "FAILED: " + str(s.get("error"))[:90]] + [""] * (len(head) - 2))
+            why = f"SKIPPED: {s['skipped']}" if s.get("skipped") else f"FAILED: {s.get('error')}"
+            lines.append([s["tool"], why[:200]] + [""] * (len(head) - 2))
             continue
-        ratio = f"{s['best'] / copy1['best']:.2f}" if copy1 else "-"
+        ratios = [f"{s['best'] / ref[t]['best']:.2f}" if ref[t] else "-" for t in ("copy1", "duckdb")]
         kind = " (stream)" if s["tool"] in LIMIT_TOOLS else ""
-        lines.append([s["tool"], f"{s['best']:.2f}", f"{s['median']:.2f}", f"{s['rows_per_s']:,.0f}", ratio,
-                      f"{s['bytes'] / 1e6:.1f}{kind}", f"{s['peak_rss_mib']:.0f}", f"{s['cpu_seconds']:.2f}"])
+        row = [s["tool"], f"{s['best']:.2f}", f"{s['median']:.2f}", f"{s['rows_per_s']:,.0f}", *ratios,
+               f"{s['bytes'] / 1e6:.1f}{kind}", f"{s['peak_rss_mib']:.0f}", f"{s['cpu_seconds']:.2f}"]
+        if whole:
+            row.append(f"{s['outside_work_seconds']:.2f}" if s.get("outside_work_seconds") is not None else "-")
+        lines.append(row)
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
         out += ["| " + " | ".join(row) + " |" for row in lines]
         return "\n".join(out)
-    widths = [max(len(str(r[i])) for r in [head] + lines) for i in range(len(head))]
+    full = [r for r in lines if r[2] != "" or len(head) <= 2]
+    widths = [max(len(str(r[i])) for r in [head] + (lines if i == 0 else full)) for i in range(len(head))]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
+    # a skipped or failed tool: its reason after the name, outside the columns
+    text = lambda r: fmt(r) if r in full else f"{r[0].ljust(widths[0])}  {r[1]}"  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [text(r) for r in lines])
 
 
 def targets(summaries: list[dict]) -> list[dict]:
+    """The targets of the in-process table (set before DuckDB and dlt were added), plus ours / duckdb for reading."""
     by = {s["tool"]: s for s in summaries if "best" in s}
     out = []
     ours = by.get("ours")
@@ -494,12 +504,32 @@ def targets(summaries: list[dict]) -> list[dict]:
                     "target": f"<= {TARGET_PEER_RATIO}", "pass": r <= TARGET_PEER_RATIO})
     out.append({"name": "ours peak RSS MiB", "value": ours["peak_rss_mib"], "target": f"<= {TARGET_RSS_MIB}",
                 "pass": ours["peak_rss_mib"] <= TARGET_RSS_MIB})
+    if "duckdb" in by:
+        out.append({"name": "ours / duckdb time (in process; the target is on the whole-process table)",
+                    "value": round(ours["best"] / by["duckdb"]["best"], 3), "target": None, "pass": None})
+    return out
+
+
+def whole_targets(summaries: list[dict]) -> list[dict]:
+    """Issue 17's targets, on the whole-process table (best vs best)."""
+    by = {s["tool"]: s for s in summaries if "best" in s}
+    ours = by.get("ours")
+    if ours is None:
+        return []
+    out = []
+    if "duckdb" in by:
+        r = ours["best"] / by["duckdb"]["best"]
+        out.append({"name": "ours / duckdb time, whole process", "value": round(r, 3), "target": f"<= {TARGET_DUCKDB_RATIO}",
+                    "pass": r <= TARGET_DUCKDB_RATIO})
+    out.append({"name": "ours peak RSS MiB, whole process", "value": ours["peak_rss_mib"], "target": f"<= {TARGET_RSS_MIB}",
+                "pass": ours["peak_rss_mib"] <= TARGET_RSS_MIB})
     return out
 
 
 def fmt_targets(ts: list[dict], markdown: bool) -> str:
     bullet = "- " if markdown else "  "
-    return "\n".join(f"{bullet}{t['name']}: {t['value']} (target {t['target']}) {'PASS' if t['pass'] else 'FAIL'}" for t in ts)
+    return "\n".join(f"{bullet}{t['name']}: {t['value']}" + (f" (target {t['target']}) {'PASS' if t['pass'] else 'FAIL'}"
+                                                             if t["target"] is not None else "") for t in ts)
 
 
 def machine_info() -> dict:
@@ -526,7 +556,8 @@ def versions(uri: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("pyarrow", "polars", "connectorx", "adbc-driver-postgresql", "psycopg", "dataset-assets"):
+    for pkg in ("pyarrow", "polars", "connectorx", "adbc-driver-postgresql", "psycopg", "duckdb",
+                "duckdb-extension-postgres-scanner", "dlt", "sqlalchemy", "psycopg2-binary", "dataset-assets"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -552,54 +583,86 @@ def redact(uri: str) -> str:
     return _r(uri)
 
 
+def measures_of(args) -> list[str]:
+    if args.whole_process:
+        return list(MEASURES)
+    return list(MEASURES) if args.measure == "both" else [args.measure]
+
+
 def main_bench(args) -> int:
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     bad = [t for t in tools if t not in TOOLS]
     if bad:
         log(f"unknown tool(s) {', '.join(bad)}; choose from {','.join(TOOLS)}")
         return 2
+    measures = measures_of(args)
+    skipped = {t: why for t in tools if (why := skip_reason(t))}
+    for t, why in skipped.items():
+        log(f"skipping {t}: {why}")
     uri, owned = resolve_source(args.source, "bench", args.shared_buffers)
     rows = ensure_seeded(uri, args.rows, args.reseed, owned)
     warm_up(uri)
     info = machine_info()
-    log(f"{rows:,} {TABLE} rows, workers={args.workers}, repeat={args.repeat}, tools={','.join(tools)}; "
-        f"load average at start {info['loadavg_start'][0]:.2f} (other work on the machine distorts timings)")
-    runs: dict[str, list[dict]] = {t: [] for t in tools}
+    settings = parquet_settings()
+    log(f"{rows:,} {TABLE} rows, workers={args.workers}, repeat={args.repeat}, tools={','.join(tools)}, "
+        f"measured {' and '.join(measures)}; load average at start {info['loadavg_start'][0]:.2f} "
+        f"(other work on the machine distorts timings)")
+    runs: dict[str, dict[str, list[dict]]] = {m: {t: [] for t in tools} for m in measures}
     for r in range(args.repeat):  # round-robin so drift in machine load hits every tool alike
         for t in tools:
-            res = run_child(t, uri, args.workers, args.ours_filters, args.timeout)
-            if "error" not in res and res.get("rows") is None:
-                res["rows"] = rows
-            runs[t].append(res)
-            if "error" in res:
-                log(f"  run {r + 1} {t}: FAILED: {res['error']}")
-            else:
-                log(f"  run {r + 1} {t}: {res['seconds']:.2f}s, {res['rows']:,} rows, {res['bytes'] / 1e6:.1f} MB, "
-                    f"peak RSS {res['peak_rss_mib']:.0f} MiB")
-    summaries = [summarize(t, runs[t], rows) for t in tools]
-    ts = targets(summaries)
+            if t in skipped:
+                continue
+            for m in measures:  # a tool's in-process and whole-process runs back to back
+                if m == "in-process":
+                    res = run_child(t, uri, args.workers, args.ours_filters, args.timeout, settings, rows)
+                else:
+                    res = run_whole(t, uri, args.workers, args.ours_filters, args.timeout, settings, rows)
+                runs[m][t].append(res)
+                label = f"  run {r + 1} {t} ({m})"
+                if "error" in res:
+                    log(f"{label}: FAILED: {res['error']}")
+                else:
+                    extra = (f", {res['outside_work_seconds']:.2f}s outside the work"
+                             if res.get("outside_work_seconds") is not None else "")
+                    log(f"{label}: {res['seconds']:.2f}s{extra}, {res['rows']:,} rows, {res['bytes'] / 1e6:.1f} MB, "
+                        f"peak RSS {res['peak_rss_mib']:.0f} MiB")
+    summaries = {m: [summarize(t, runs[m][t], rows, skipped.get(t)) for t in tools] for m in measures}
+    ts = {"in-process": targets(summaries["in-process"]) if "in-process" in summaries else [],
+          "whole-process": whole_targets(summaries["whole-process"]) if "whole-process" in summaries else []}
     info["loadavg_end"] = list(os.getloadavg())
     facts = source_facts(uri)
     print()
-    print(f"{rows:,} {TABLE} rows, {args.workers} workers/streams, best and median of {args.repeat}; "
-          f"parquet: zstd 1, {parquet_settings()['row_group_bytes'] // MiB} MiB row groups, page index; "
-          f"server shared_buffers {facts['shared_buffers']}")
-    print(fmt_table(summaries, markdown=False))
-    print()
-    print("targets:")
-    print(fmt_targets(ts, markdown=False))
+    print(f"{rows:,} {TABLE} rows, {args.workers} workers/streams/threads, best and median of {args.repeat}; "
+          f"parquet: zstd 1 for every tool; {settings['row_group_bytes'] // MiB} MiB row groups and the page index for "
+          f"naive_adbc, polars_adbc, connectorx and ours; server shared_buffers {facts['shared_buffers']}")
+    titles = {"in-process": "in process: wall time of the work only (imports and start-up excluded), peak RSS = VmHWM",
+              "whole-process": "whole process: spawn to exit (interpreter, imports, start-up, work, exit), "
+                               "peak RSS and CPU from wait4; outside work s = whole - the tool's own work time"}
+    for m in measures:
+        print()
+        print(titles[m])
+        print(fmt_table(summaries[m], markdown=False, whole=m == "whole-process"))
+        if ts[m]:
+            print("targets:" if m == "in-process" else "targets (issue 17):")
+            print(fmt_targets(ts[m], markdown=False))
     if args.markdown:
-        print()
-        print(fmt_table(summaries, markdown=True))
-        print()
-        print(fmt_targets(ts, markdown=True))
+        for m in measures:
+            print()
+            print(f"**{titles[m]}**")
+            print()
+            print(fmt_table(summaries[m], markdown=True, whole=m == "whole-process"))
+            if ts[m]:
+                print()
+                print(fmt_targets(ts[m], markdown=True))
     result = {
         "kind": "bench", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": info, "versions": versions(uri), "source": redact(uri), "table": TABLE, "rows": rows,
-        "source_facts": facts, "workers": args.workers, "repeat": args.repeat, "tools": tools,
-        "parquet_settings": parquet_settings(), "ours_filters": args.ours_filters,
+        "source_facts": facts, "workers": args.workers, "repeat": args.repeat, "tools": tools, "measures": measures,
+        "skipped": skipped, "parquet_settings": settings, "ours_filters": args.ours_filters,
         "connectorx_partition": f"{CX_PARTITION_EXPR} AS {CX_PARTITION_COL}, partition_num={args.workers}",
-        "summaries": summaries, "targets": ts,
+        # the in-process table under the keys it always had; the whole-process one beside it
+        "summaries": summaries.get("in-process", []), "targets": ts["in-process"],
+        "whole_process": {"summaries": summaries.get("whole-process", []), "targets": ts["whole-process"]},
     }
     save(result, args.out)
     return 0
@@ -675,8 +738,13 @@ def parse_args(argv=None):
     p.add_argument("--shared-buffers", help="shared_buffers of the benchmark's own embedded server, e.g. 256MB (default: 25%% of "
                    f"RAM, here {default_shared_buffers()}; the server restarts once when it changes). Ignored with --source")
     p.add_argument("--timeout", type=float, default=3600, help="seconds one tool run may take (default 3600)")
+    p.add_argument("--measure", choices=("in-process", "whole-process", "both"), default="in-process",
+                   help="in-process: time the work inside a warm child (imports excluded); whole-process: time each tool "
+                        "as a fresh process from spawn to exit (ours: the CLI); both: both tables (default in-process)")
+    p.add_argument("--whole-process", action="store_true", help="same as --measure both: every tool in process and as a whole process")
     p.add_argument("--one", choices=TOOLS, help=argparse.SUPPRESS)
     p.add_argument("--outdir", help=argparse.SUPPRESS)
+    p.add_argument("--settings", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rows < 1 or args.repeat < 1 or args.workers < 1:
         p.error("--rows, --repeat and --workers must be at least 1")

@@ -81,6 +81,7 @@ CHANGE_COLUMN = "change"          # the change feed's first column: insert | upd
 FILE_COLUMN = "file"              # its second: the release file the row belongs to (or left)
 HASH_SCHEME = f"polars-{pl.__version__}/hash_rows/2x64/floats-as-bits/v1"
 _SK, _H1, _H2, _SHARD, _KEEP, _TAIL = "__sk", "__h1", "__h2", "__shard", "__keep", "__tail"
+_SKC = "__skc"                    # in the row index file: the sort key without its key part (a few distinct values)
 TAIL_SHARE = 4                    # a shard's tail folds into it once it holds more than 1/4 of the shard's rows
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
 GROUP_BYTES = 16 << 20            # read batches gathered before they are cut per shard (memory: two per worker)
@@ -135,6 +136,12 @@ def sort_keys(table: pa.Table | pa.RecordBatch, columns: list[str]) -> pl.Series
     df = pl.from_arrow(table.select(columns) if isinstance(table, pa.Table) else pa.Table.from_batches([table]).select(columns))
     parts = [_sk_part(df.get_column(c)) for c in columns]
     return df.select(pl.concat_str(parts).alias(_SK)).get_column(_SK)
+
+
+def _key_part(keys: pl.Series) -> pl.Series:
+    """The key's part of the sort key (the last part)."""
+    df = pl.DataFrame({"k": keys})
+    return df.select(_sk_part(df.get_column("k")).alias("p")).get_column("p")
 
 
 def _hashable(arr: pa.ChunkedArray | pa.Array) -> pl.Series:
@@ -443,7 +450,9 @@ def _read_index(store: Store, prefix: str, m: Manifest) -> pl.DataFrame:
     if store.sha256(key) != info.get("sha256"):
         raise ValueError(f"{key} does not match the sha256 its manifest records")
     with store.open_parquet(key) as pf:
-        return pl.from_arrow(pf.read())
+        df = pl.from_arrow(pf.read())
+    k = m.layout.get("key") or df.columns[0]
+    return df.with_columns((pl.col(_SKC) + _key_part(df.get_column(k))).alias(_SK)).drop(_SKC)
 
 
 def export_clustered(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store, staging: Path,
@@ -609,22 +618,32 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
 
 
 class _IndexWriter:
-    """The row index (``_index.parquet``): key, sort key, shard, released, hashes, in the tail; row
-    groups as rows come (lz4: the hashes do not compress, and zstd cost seconds per 1M rows)."""
+    """The row index (``_index.parquet``): key, the cluster part of the sort key, shard, released,
+    hashes, in the tail; row groups as rows come. The sort key's cluster part is a few distinct
+    values (dictionary-encoded: about a byte a row) and the key is zstd-compressed; the hashes do
+    not compress (lz4). 35-40 bytes a row, where the whole sort key as text made it 100."""
 
     def __init__(self, path: Path, plan: TablePlan):
         self.path = path
-        key = primary_key(plan.config, plan.info)
-        self.schema = pa.schema([plan.schema.arrow.field(key).with_nullable(False), pa.field(_SK, pa.large_string()),
+        self.key = primary_key(plan.config, plan.info)
+        self.schema = pa.schema([plan.schema.arrow.field(self.key).with_nullable(False), pa.field(_SKC, pa.string()),
                                  pa.field(_SHARD, pa.int32()), pa.field(_KEEP, pa.bool_()),
                                  pa.field(_H1, pa.uint64()), pa.field(_H2, pa.uint64()), pa.field(_TAIL, pa.bool_())])
-        self._writer = pq.ParquetWriter(str(path), self.schema, compression="lz4", write_statistics=False)
+        codecs = {name: "lz4" for name in self.schema.names}
+        codecs[self.key] = "zstd"
+        self._writer = pq.ParquetWriter(str(path), self.schema, compression=codecs, write_statistics=False,
+                                        use_dictionary=[_SKC, _SHARD])
         self._lock = threading.Lock()
         self.rows = 0
 
     def write(self, keys, sk, shard_ids, keep, h1, h2, tail=None) -> None:
         n = len(keep)
-        cols = [keys, _arrow(sk).cast(pa.large_string()), pa.array(np.asarray(shard_ids, np.int32)), _arrow(keep),
+        kp = _key_part(pl.from_arrow(keys) if not isinstance(keys, pl.Series) else keys)
+        sk = sk if isinstance(sk, pl.Series) else pl.from_arrow(sk)
+        skc = pl.DataFrame({"s": sk, "p": kp}).select(
+            pl.col("s").str.head(pl.col("s").str.len_chars() - pl.col("p").str.len_chars())).to_series()
+        keys = keys.to_arrow() if isinstance(keys, pl.Series) else keys
+        cols = [keys, skc.to_arrow().cast(pa.string()), pa.array(np.asarray(shard_ids, np.int32)), _arrow(keep),
                 _arrow(h1), _arrow(h2), _arrow(tail) if tail is not None else pa.array(np.zeros(n, bool))]
         part = pa.Table.from_arrays(cols, schema=self.schema)
         with self._lock:
@@ -676,14 +695,14 @@ def _tombstone_problem(record, older_now: int | None, new_tombs: pl.Series | Non
 
 
 def _write_index(staging: Path, facts: pl.DataFrame, key: str, plan: TablePlan) -> dict:
-    """A refresh's whole row index (one row group per shard, like a first export's)."""
+    """A refresh's whole row index."""
     w = _IndexWriter(staging / INDEX, plan)
-    df = facts.select(key, _SK, _SHARD, _KEEP, _H1, _H2, _TAIL).sort(_SHARD)
+    df = facts.select(key, _SK, _SHARD, _KEEP, _H1, _H2, _TAIL)
     try:
         step = 1 << 20
         for start in range(0, df.height, step):
             part = df.slice(start, step)
-            w.write(part.get_column(key).to_arrow(), part.get_column(_SK), part.get_column(_SHARD).to_numpy(),
+            w.write(part.get_column(key), part.get_column(_SK), part.get_column(_SHARD).to_numpy(),
                     part.get_column(_KEEP), part.get_column(_H1), part.get_column(_H2), part.get_column(_TAIL))
     finally:
         entry = w.close()
@@ -731,12 +750,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     from dataset_assets.export.run import _Background  # one helper for background work
 
     side = _Background(side_queries)
+    before = _Known(index, key)  # the released rows by key, sorted once (the read's lookups, the feed's insert/update)
     # every row is read (mode content): count(*) with the filters as well, as a first export does
     counting = count() if previous is None and count is not None else None
     progress.start(f"{table} changes since {base_date}", None)
     try:
         read = _read_rows(shared, plan, layout, previous, spill, hash_columns, options.workers, options.batch_bytes, progress,
-                          collect=True, known=_Known(index, key))
+                          collect=True, known=before)
     except BaseException:
         side.wait()
         if counting is not None:
@@ -835,7 +855,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             ids_next[0] += 1
             return ids_next[0] - 1
 
-    released_before = prev.filter(pl.col("p_keep")).get_column(key).sort()
+    released_before = before.keys
     true_deletes = removals.join(j.filter(pl.col("op") == "move").select(key), on=key, how="anti")
     feeds: dict[int, list[pa.Table]] = {}
 
@@ -1002,7 +1022,11 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     if folded:  # rows of a folded, compacted or split shard are in its main file(s) now
         new_index = new_index.with_columns(pl.when(pl.col(_SHARD).is_in(sorted(folded))).then(False).otherwise(pl.col(_TAIL)).alias(_TAIL))
     new_index = _reassign_split(new_index, new_shards, key)
-    index_entry = _write_index(staging, new_index, key, plan)
+    if changed_keys.height == 0 and tomb_keys.height == 0 and not folded:
+        index_entry = dict(old_layout["index"])  # not a row changed: the previous index, linked, not rewritten
+        reuse[index_entry["path"]] = f"{base_prefix}/{index_entry['path']}"
+    else:
+        index_entry = _write_index(staging, new_index, key, plan)
 
     released = int(new_index.get_column(_KEEP).sum())
     in_files = sum(f.rows for f in files)
@@ -1041,7 +1065,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                               "inserted": counts.get("insert", 0), "updated": counts.get("update", 0),
                               "moved": counts.get("move", 0),
                               "deleted": del_count, "shards_rewritten": len(touched),
-                              "files_reused": len(reuse), "files_written": sum(1 for f in files if f.reused_from is None)}}
+                              "files_reused": sum(1 for f in files if f.reused_from is not None), "files_written": sum(1 for f in files if f.reused_from is None)}}
     log(f"{table}: {cand.height:,} rows read ({mode}) since {base_date}; {counts.get('same', 0):,} unchanged, "
         f"{counts.get('insert', 0):,} inserted, {counts.get('update', 0) + counts.get('move', 0):,} updated, "
         f"{del_count:,} deleted; {len(touched)} of {len(shards)} shards rewritten")
