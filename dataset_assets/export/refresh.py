@@ -64,10 +64,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataset_assets.errors import UserError
+from dataset_assets.export.background import Background, source_failure
 from dataset_assets.export.progress import Progress
 from dataset_assets.export.shards import ParquetOptions, disk_error, parquet_writer
 from dataset_assets.source import candidates as cand_sql
-from dataset_assets.source import connect as src
 from dataset_assets.source.fingerprints import reuse_blocker
 from dataset_assets.source.plan import TablePlan, primary_key
 from dataset_assets.source.snapshot import PostgresSnapshot
@@ -133,6 +133,8 @@ def _sk_part(s: pl.Series) -> pl.Expr:
 
 
 def sort_keys(table: pa.Table | pa.RecordBatch, columns: list[str]) -> pl.Series:
+    if not columns:
+        return pl.Series(_SK, [""] * table.num_rows, dtype=pl.String)
     df = pl.from_arrow(table.select(columns) if isinstance(table, pa.Table) else pa.Table.from_batches([table]).select(columns))
     parts = [_sk_part(df.get_column(c)) for c in columns]
     return df.select(pl.concat_str(parts).alias(_SK)).get_column(_SK)
@@ -268,16 +270,17 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         and each write of one cost more than its rows)."""
         keep = pa.chunked_array([b.column(cand_sql.KEEP_COLUMN) for b in batches])
         table = pa.Table.from_batches([conform(b, plan.schema) for b in batches], schema=plan.schema.arrow)
-        sk = sort_keys(table, layout.cluster_by + [layout.key])
+        skc = sort_keys(table, layout.cluster_by)  # the cluster part, then the key's
+        sk = skc + sort_keys(table, [layout.key])
         h1, h2 = row_hashes(table, hash_columns)
         pos = layout.shard_of(sk)
         keep_np = pc.fill_null(keep, False).to_numpy().astype(bool)
-        f = pl.DataFrame({layout.key: pl.from_arrow(table.column(layout.key)), _SK: sk, _H1: h1, _H2: h2,
+        f = pl.DataFrame({layout.key: pl.from_arrow(table.column(layout.key)), _SK: sk, _SKC: skc, _H1: h1, _H2: h2,
                           _KEEP: keep_np, _SHARD: pos}) if collect else None
         full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
                                      pa.array(keep_np)], schema=spill.schema)
         if index is not None:
-            index.write(table.column(layout.key), sk, np.asarray(layout.ids, np.int32)[pos], keep_np, h1, h2)
+            index.write(table.column(layout.key), skc, np.asarray(layout.ids, np.int32)[pos], keep_np, h1, h2)
             spilled = np.flatnonzero(keep_np)
         elif known is not None and len(pos):
             spilled = np.flatnonzero(~(known.unchanged(pl.from_arrow(table.column(layout.key)), h1, h2) & keep_np))
@@ -338,8 +341,8 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     for t in threads:
         t.join()
     if errors:
-        raise _failure(shared.uri, errors[0])
-    empty = pl.DataFrame(schema={layout.key: _key_dtype(plan), _SK: pl.String, _H1: pl.UInt64, _H2: pl.UInt64,
+        raise source_failure(shared.uri, errors[0])
+    empty = pl.DataFrame(schema={layout.key: _key_dtype(plan), _SK: pl.String, _SKC: pl.String, _H1: pl.UInt64, _H2: pl.UInt64,
                                  _KEEP: pl.Boolean, _SHARD: pl.Int32})
     return _Read(pl.concat([empty, *facts], how="vertical_relaxed") if facts else empty, totals["rows"], totals["nbytes"])
 
@@ -367,13 +370,6 @@ class _Known:
 def _key_dtype(plan: TablePlan):
     key = primary_key(plan.config, plan.info)
     return pl.from_arrow(pa.array([], type=plan.schema.arrow.field(key).type)).dtype
-
-
-def _failure(uri: str, exc: BaseException) -> UserError:
-    if isinstance(exc, UserError):
-        return exc
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return UserError(f"The export failed: {src.redact(msg)}; nothing was committed to the store, rerun the export.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,9 +446,7 @@ def _read_index(store: Store, prefix: str, m: Manifest) -> pl.DataFrame:
     if store.sha256(key) != info.get("sha256"):
         raise ValueError(f"{key} does not match the sha256 its manifest records")
     with store.open_parquet(key) as pf:
-        df = pl.from_arrow(pf.read())
-    k = m.layout.get("key") or df.columns[0]
-    return df.with_columns((pl.col(_SKC) + _key_part(df.get_column(k))).alias(_SK)).drop(_SKC)
+        return pl.from_arrow(pf.read())
 
 
 def export_clustered(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store, staging: Path,
@@ -561,7 +555,7 @@ def conform_sample(sample: pa.Table, plan: TablePlan, cluster: list[str]) -> pa.
     return pa.Table.from_batches([conform(b, sub) for b in batches], schema=sub.arrow)
 
 
-def _estimate_shards(plan: TablePlan, shard_bytes: int, store: Store, log) -> int:
+def _estimate_shards(plan: TablePlan, shard_bytes: int) -> int:
     # parquet (zstd) of the media tables is ~0.18x their heap (bench/README.md: 195 MB for a 1.1 GB heap)
     heap = plan.pages * plan.info.block_size
     return max(1, round(heap * 0.18 / shard_bytes))
@@ -570,7 +564,7 @@ def _estimate_shards(plan: TablePlan, shard_bytes: int, store: Store, log) -> in
 def _first_export(shared, plan, store, staging, options, progress, log, key, hash_columns, basis) -> ClusteredResult:
     cfg = plan.config
     cluster = list(cfg.cluster_by) + [key]
-    n = _estimate_shards(plan, cfg.shard_bytes, store, log)
+    n = _estimate_shards(plan, cfg.shard_bytes)
     lowers = _sample_bounds(shared, plan, cluster, n)
     layout = _Layout(list(cfg.cluster_by), key, lowers, list(range(len(lowers))))
     spill = _Spill(staging / "_spill", spill_schema(plan), len(lowers))
@@ -636,14 +630,10 @@ class _IndexWriter:
         self._lock = threading.Lock()
         self.rows = 0
 
-    def write(self, keys, sk, shard_ids, keep, h1, h2, tail=None) -> None:
+    def write(self, keys, skc, shard_ids, keep, h1, h2, tail=None) -> None:
         n = len(keep)
-        kp = _key_part(pl.from_arrow(keys) if not isinstance(keys, pl.Series) else keys)
-        sk = sk if isinstance(sk, pl.Series) else pl.from_arrow(sk)
-        skc = pl.DataFrame({"s": sk, "p": kp}).select(
-            pl.col("s").str.head(pl.col("s").str.len_chars() - pl.col("p").str.len_chars())).to_series()
         keys = keys.to_arrow() if isinstance(keys, pl.Series) else keys
-        cols = [keys, skc.to_arrow().cast(pa.string()), pa.array(np.asarray(shard_ids, np.int32)), _arrow(keep),
+        cols = [keys, _arrow(skc).cast(pa.string()), pa.array(np.asarray(shard_ids, np.int32)), _arrow(keep),
                 _arrow(h1), _arrow(h2), _arrow(tail) if tail is not None else pa.array(np.zeros(n, bool))]
         part = pa.Table.from_arrays(cols, schema=self.schema)
         with self._lock:
@@ -697,12 +687,12 @@ def _tombstone_problem(record, older_now: int | None, new_tombs: pl.Series | Non
 def _write_index(staging: Path, facts: pl.DataFrame, key: str, plan: TablePlan) -> dict:
     """A refresh's whole row index."""
     w = _IndexWriter(staging / INDEX, plan)
-    df = facts.select(key, _SK, _SHARD, _KEEP, _H1, _H2, _TAIL)
+    df = facts.select(key, _SKC, _SHARD, _KEEP, _H1, _H2, _TAIL)
     try:
         step = 1 << 20
         for start in range(0, df.height, step):
             part = df.slice(start, step)
-            w.write(part.get_column(key), part.get_column(_SK), part.get_column(_SHARD).to_numpy(),
+            w.write(part.get_column(key), part.get_column(_SKC), part.get_column(_SHARD).to_numpy(),
                     part.get_column(_KEEP), part.get_column(_H1), part.get_column(_H2), part.get_column(_TAIL))
     finally:
         entry = w.close()
@@ -747,9 +737,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                     out["new_tombs"] = _key_list(cur, cand_sql.new_tombstones_sql(plan, previous))
             return out
 
-    from dataset_assets.export.run import _Background  # one helper for background work
-
-    side = _Background(side_queries)
+    side = Background(side_queries)
     before = _Known(index, key)  # the released rows by key, sorted once (the read's lookups, the feed's insert/update)
     # every row is read (mode content): count(*) with the filters as well, as a first export does
     counting = count() if previous is None and count is not None else None
@@ -769,7 +757,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     try:
         extra = side.result()
     except BaseException as exc:
-        raise _failure(shared.uri, exc) from exc
+        raise source_failure(shared.uri, exc) from exc
     if "tomb" in extra:
         tomb_older = extra["tomb"][1]
     cand = read.facts
@@ -803,7 +791,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         new_tombs = None
 
     # ---- classify -------------------------------------------------------------------------
-    prev = index.rename({_SK: "p_sk", _SHARD: "p_shard", _KEEP: "p_keep", _H1: "p_h1", _H2: "p_h2", _TAIL: "p_tail"})
+    prev = index.rename({_SKC: "p_skc", _SHARD: "p_shard", _KEEP: "p_keep", _H1: "p_h1", _H2: "p_h2", _TAIL: "p_tail"})
     ids = pl.Series(layout.ids, dtype=pl.Int32)
     c = cand.with_columns(pl.col(_SHARD).map_batches(lambda s: ids.gather(s), return_dtype=pl.Int32).alias("t_shard"))
     j = c.join(prev, on=key, how="left")
@@ -1009,14 +997,14 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         out_shards[0]["lower"] = None
     # the row index: the previous one without what changed, plus what changed
     changed_keys = pl.concat([j.filter(pl.col("op") != "same").select(key), removals.select(key), gone_all]).unique()
-    back = {"p_sk": _SK, "p_shard": _SHARD, "p_keep": _KEEP, "p_h1": _H1, "p_h2": _H2, "p_tail": _TAIL}
+    back = {"p_skc": _SKC, "p_shard": _SHARD, "p_keep": _KEEP, "p_h1": _H1, "p_h2": _H2, "p_tail": _TAIL}
     kept = prev.join(changed_keys, on=key, how="anti").rename(back)
     tomb_keys = tomb_out.select(key)
     if tomb_keys.height:
         kept = pl.concat([kept, prev.join(tomb_keys, on=key, how="semi").rename(back).with_columns(pl.lit(False).alias(_KEEP))],
                          how="vertical_relaxed")
     fresh = j.filter(pl.col("op") != "same").select(
-        key, _SK, pl.col("t_shard").alias(_SHARD), _KEEP, _H1, _H2,
+        key, _SKC, pl.col("t_shard").alias(_SHARD), _KEEP, _H1, _H2,
         pl.when(pl.col("op") == "update").then(pl.col("p_tail")).otherwise(pl.col("op").is_in(["insert", "move"])).alias(_TAIL))
     new_index = pl.concat([kept.select(fresh.columns), fresh], how="vertical_relaxed")
     if folded:  # rows of a folded, compacted or split shard are in its main file(s) now
@@ -1050,9 +1038,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             raise UserError(f"{table}: Postgres holds {unchanged} older rows and {read.rows} newer ones, but the row index "
                             f"{index_entry['rows']}; nothing was committed to the store, rerun the export with --full.")
     feed_parts = [t for sid in touched for t in feeds.get(sid, [])]
-    row_groups = {f.path: [pq.ParquetFile(staging / f.path).metadata.row_group(i).num_rows
-                           for i in range(pq.ParquetFile(staging / f.path).metadata.num_row_groups)]
-                  for f in files if f.reused_from is None}
+    row_groups = {f.path: _row_group_sizes(staging / f.path) for f in files if f.reused_from is None}
     changes = _write_changes(staging, feed_parts, plan, m, base_date, options, row_groups)
     del_count = true_deletes.height
     layout_doc = {"kind": "clustered", "basis": basis, "cluster_by": list(cfg.cluster_by), "key": key,
@@ -1070,6 +1056,11 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         f"{counts.get('insert', 0):,} inserted, {counts.get('update', 0) + counts.get('move', 0):,} updated, "
         f"{del_count:,} deleted; {len(touched)} of {len(shards)} shards rewritten")
     return ClusteredResult(sorted(files, key=lambda f: f.path), reuse, layout_doc, changes, released, read.rows, timings)
+
+
+def _row_group_sizes(path: Path) -> list[int]:
+    md = pq.read_metadata(path)
+    return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
 
 
 def _pick(new_rows, keys: pl.Series, key: str) -> pa.Table | None:
@@ -1144,7 +1135,8 @@ def _reassign_split(index: pl.DataFrame, new_shards: dict[int, list[dict]], key:
         mask = pl.col(_SHARD) == sid
         sub = index.filter(mask)
         cuts = pl.Series([x for x in lowers[1:]], dtype=pl.String)
-        where = cuts.search_sorted(sub.get_column(_SK), side="right").to_numpy()
+        sk = sub.get_column(_SKC) + _key_part(sub.get_column(key))
+        where = cuts.search_sorted(sk, side="right").to_numpy()
         sub = sub.with_columns(pl.Series(_SHARD, np.array(ids, dtype=np.int32)[where]))
         index = pl.concat([index.filter(~mask), sub])
     return index
@@ -1175,7 +1167,7 @@ def _write_changes(staging: Path, parts: list[pa.Table], plan: TablePlan, m: Man
     """The change feed as one parquet file (``changes/changes-00000.parquet``), in the order the
     parts come (per file: deletes, updates in place, appended rows)."""
     schema = changes_schema(plan.schema.arrow)
-    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    table = pa.concat_tables(parts).combine_chunks() if parts else schema.empty_table()
     folder = staging / CHANGES_DIR
     folder.mkdir(exist_ok=True)
     path = folder / "changes-00000.parquet"

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataset_assets.tables import TableConfig, table_config
-from dataset_assets.errors import SnapshotExists, SourceError, UserError
+from dataset_assets.errors import SnapshotExists, UserError
 from dataset_assets.storage.stores import Store
 from dataset_assets.source import fingerprints as chunking_mod
 from dataset_assets.source import connect as src
@@ -42,6 +42,7 @@ from dataset_assets.source.plan import TablePlan, ctid_preds, plan_table, primar
 from dataset_assets.export.progress import Progress
 from dataset_assets.source.types import conform
 from dataset_assets.export.shards import ParquetOptions, ShardWriter, writer_settings
+from dataset_assets.export.background import Background as _Background, source_failure as _source_failure
 
 
 def default_workers() -> int:
@@ -266,36 +267,6 @@ def _export_clustered_table(shared: PostgresSnapshot, plan: TablePlan, snapshot:
             staged.wait()
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-class _Background:
-    """``fn(*args)`` in a thread (or at once with ``inline``); ``result()`` returns its value
-    or raises its exception."""
-
-    def __init__(self, fn, *args, inline: bool = False):
-        self._box: dict = {}
-        self._thread = None
-        if inline:
-            self._run(fn, args)
-        else:
-            self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-            self._thread.start()
-
-    def _run(self, fn, args) -> None:
-        try:
-            self._box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed over by result()
-            self._box["error"] = exc
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-
-    def result(self):
-        self.wait()
-        if "error" in self._box:
-            raise self._box["error"]
-        return self._box["value"]
 
 
 def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str, Manifest] | None:
@@ -610,13 +581,3 @@ def _finish(writers: list[ShardWriter]) -> list[FileEntry]:
         for w in writers:
             w.abort()
         raise
-
-
-def _source_failure(uri: str, exc: BaseException) -> UserError:
-    if isinstance(exc, UserError):
-        return exc
-    msg = str(exc)
-    if "terminating connection" in msg or "server closed the connection" in msg or "Expected PGCOPY signature" in msg or "connection" in msg.lower():
-        ident = src.identity(uri)
-        return SourceError(f"The connection to the database at {ident.host} broke during the export ({msg.splitlines()[0][:200]}); nothing was committed to the store, rerun the export.")
-    return UserError(f"The export failed: {src.redact(msg.splitlines()[0] if msg else type(exc).__name__)}; nothing was committed to the store, rerun the export.")
