@@ -4,14 +4,17 @@ A table in this layout (``layout: clustered`` in tables.yaml) is cut into shards
 its *sort key*: the ``cluster_by`` columns, then the primary key (e.g. ``provider``, then
 ``identifier``), each shard about ``shard_bytes`` of parquet. Beside the shards, the store
 keeps a *row index* (``_index.parquet``, never pushed to the Hub): for every row of the table,
-also those the filters leave out, its key, sort key, shard, whether it is released, and a
-128-bit hash of its non-volatile columns.
+also those the filters leave out, its key, the cluster part of its sort key, its shard, whether
+it is released, whether it is in the shard's tail, and a 128-bit hash of its non-volatile
+columns. Rows that arrive in a shard's range go to the shard's *tail* file
+(``train-NNNNN-tail.parquet``) until the tail holds a quarter of the shard's rows and folds in.
 
 First export (no previous snapshot to build on, or ``--full``)::
 
     sample of the sort key (TABLESAMPLE)      -> shard boundaries, ~shard_bytes each
     N workers, ctid ranges, one Postgres snapshot, rows with the filters' verdict
-      -> per batch: sort key, row hashes, rows spilled to their shard's file (Arrow IPC)
+      -> per 16 MiB of batches: sort keys, row hashes, one gather into a piece per shard,
+         the pieces appended to each shard's spill file (Arrow IPC)
     per shard: its spilled rows, in the order read -> one parquet file -> sha256
     the row index (written as rows are read), manifest, commit
 
@@ -24,10 +27,11 @@ Refresh (a previous snapshot of the same basis in the store)::
     classify each candidate against the row index (polars joins):
       same hash as before -> unchanged (a change only in volatile columns is no change)
       else update in place / delete / insert / move to another shard
-    shards with changes: rewritten copy-on-write from the previous shard (its row groups kept,
-      unchanged rows in their order, updated rows in their place, new rows in a new row group)
+    shards with changes: rewritten copy-on-write from the previous files (row groups kept,
+      unchanged rows in their order, updated rows in their place; new rows into the tail)
     shards without: reused byte for byte (links locally, server-side copies on S3)
-    the change feed (changes/changes-00000.parquet): inserted and updated rows, deleted keys
+    the change feed (changes/changes-00000.parquet): inserted and updated rows, deleted keys,
+      each with the file it belongs to (export/feed.py replays it)
 
 Fallback (never reuse on a guess): when the previous snapshot cannot be trusted as a base for
 ``xmin`` (another cluster, timeline or database, another table of the same name, another
@@ -40,15 +44,15 @@ damaged row index means a first export.
 Cost model (per refresh; n rows, c candidates, r rows in rewritten shards):
 Postgres reads the heap once for the candidates (tuple headers only for rows not shipped) and
 once for the count; ships c rows. The client reads the row index (n small rows), the spilled
-candidates, and the r rows of the shards it rewrites; it writes those shards, the index and
-the change feed. A Hub push sends the rewritten shards' changed pages (Xet) and the feed.
+candidates, and the r rows of the shards it rewrites; it writes those shards, the index (or
+links it when no row changed) and the change feed. A Hub push sends the rewritten files'
+changed pages (Xet) and the feed. Measured per scenario: bench/README.md, "Refresh".
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import resource
 import shutil
 import threading
@@ -186,9 +190,10 @@ class _Layout:
         return cuts.search_sorted(sk, side="right").to_numpy().astype(np.int32)
 
 
-# lz4: a third of the bytes through the page cache; no threads: a piece's ~30 columns handed to
-# Arrow's thread pool cost more in wake-ups than their compression
-_SPILL_WRITE = pa.ipc.IpcWriteOptions(compression=os.environ.get("DATASET_ASSETS_SPILL_COMPRESSION") or None, use_threads=False)
+# Uncompressed, without Arrow's thread pool: lz4 wrote a third of the bytes but cost more CPU than
+# it saved (1M rows: 10.5-10.9 s against 9.1-9.3 s), and a piece's ~30 columns handed to the pool
+# cost more in wake-ups than their work
+_SPILL_WRITE = pa.ipc.IpcWriteOptions(compression=None, use_threads=False)
 _SPILL_READ = pa.ipc.IpcReadOptions(use_threads=False)
 
 
@@ -210,7 +215,6 @@ class _Spill:
         with self._locks[pos]:
             w = self._writers.get(pos)
             if w is None:
-                # lz4: a third of the bytes through the page cache, for less CPU than those bytes cost
                 w = pa.ipc.new_stream(str(self.path(pos)), self.schema, options=_SPILL_WRITE)
                 self._writers[pos] = w
             w.write_table(piece)
