@@ -10,7 +10,6 @@ are equal (floats: the same bits, so -0.0 differs from 0.0 as it does for the en
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataset_assets.export.run import ExportOptions, export_snapshot
+from dataset_assets.storage.manifest import sha256_file
 from dataset_assets.storage.manifest import Manifest, load_manifest
 
 TABLE = "image"
@@ -310,11 +310,7 @@ def origins(previous: Manifest, new: Manifest) -> dict[int, int]:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ from dataset_assets.source.plan import TablePlan, primary_key
 from dataset_assets.source.snapshot import PostgresSnapshot
 from dataset_assets.source.types import conform
 from dataset_assets.storage.layout import CHANGES, INDEX, table_prefix
-from dataset_assets.storage.manifest import FileEntry, Manifest, load_manifest, sha256_file
+from dataset_assets.storage.manifest import FileEntry, Manifest, newest_manifest, sha256_file
 from dataset_assets.storage.stores import Store
 
 CHANGES_DIR = CHANGES
@@ -358,17 +358,25 @@ class _Known:
         idx = index.filter(pl.col(_KEEP)).select(key, _H1, _H2).sort(key)
         self.keys, self.h1, self.h2 = idx.get_column(key), idx.get_column(_H1), idx.get_column(_H2)
 
-    def unchanged(self, keys: pl.Series, h1: pl.Series, h2: pl.Series) -> np.ndarray:
-        """Whether each key was released before with the same hashes."""
+    def _find(self, keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(whether each key was released before, its position in the sorted keys, 0 if not)."""
+        keys = keys.cast(self.keys.dtype)
         n = len(self.keys)
         if n == 0:
-            return np.zeros(len(keys), dtype=bool)
-        at = self.keys.search_sorted(keys.cast(self.keys.dtype)).to_numpy().astype(np.int64)
+            return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
+        at = self.keys.search_sorted(keys).to_numpy().astype(np.int64)
         inside = at < n
         at = np.where(inside, at, 0)
-        k = self.keys.gather(at).to_numpy()
-        same = inside & (k == keys.to_numpy())
-        return same & (self.h1.gather(at).to_numpy() == h1.to_numpy()) & (self.h2.gather(at).to_numpy() == h2.to_numpy())
+        return inside & (self.keys.gather(at).to_numpy() == keys.to_numpy()), at
+
+    def released(self, keys: pl.Series) -> np.ndarray:
+        """Whether each key was released before."""
+        return self._find(keys)[0]
+
+    def unchanged(self, keys: pl.Series, h1: pl.Series, h2: pl.Series) -> np.ndarray:
+        """Whether each key was released before with the same hashes."""
+        found, at = self._find(keys)
+        return found & (self.h1.gather(at).to_numpy() == h1.to_numpy()) & (self.h2.gather(at).to_numpy() == h2.to_numpy())
 
 
 def _key_dtype(plan: TablePlan):
@@ -428,22 +436,6 @@ class ClusteredResult:
     timings: dict = field(default_factory=dict)
 
 
-def _previous(store: Store, table: str, snapshot: str, basis: str, dates: list[str]):
-    for date in reversed(dates):
-        if date >= snapshot:
-            continue
-        prefix = table_prefix(date, table)
-        if not store.is_complete(prefix):
-            continue
-        try:
-            m = load_manifest(store, prefix, table, date)
-        except UserError:
-            continue
-        if m.layout and m.layout.get("basis") == basis:
-            return date, m
-    return None
-
-
 def _read_index(store: Store, prefix: str, m: Manifest) -> pl.DataFrame:
     info = (m.layout or {}).get("index") or {}
     key = f"{prefix}/{info.get('path', INDEX)}"
@@ -474,7 +466,8 @@ def export_clustered(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, s
     why = None
     incremental = cfg.incremental if options.incremental is None else options.incremental
     if incremental:
-        base = _previous(store, table, snapshot, basis, dates)
+        base = newest_manifest(store, table, [d for d in dates if d < snapshot],
+                               lambda m: bool(m.layout) and m.layout.get("basis") == basis)
     index = None
     if base is not None:
         try:
@@ -847,17 +840,12 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             ids_next[0] += 1
             return ids_next[0] - 1
 
-    released_before = before.keys
     true_deletes = removals.join(j.filter(pl.col("op") == "move").select(key), on=key, how="anti")
     feeds: dict[int, list[pa.Table]] = {}
 
     def feed_op(t: pa.Table) -> pa.Array:
         """insert for a key the previous release did not hold, update for one it did."""
-        keys = pl.from_arrow(t.column(key)).cast(released_before.dtype)
-        n = len(released_before)
-        at = released_before.search_sorted(keys).to_numpy().astype(np.int64) if n else np.zeros(len(keys), np.int64)
-        inside = at < n
-        existed = inside & (released_before.gather(np.where(inside, at, 0)).to_numpy() == keys.to_numpy()) if n else inside
+        existed = before.released(pl.from_arrow(t.column(key)))
         return pa.array(np.where(existed, "update", "insert"), pa.string())
 
     folded: set[int] = set()

@@ -35,7 +35,7 @@ from dataset_assets.source import fingerprints as chunking_mod
 from dataset_assets.source import connect as src
 from dataset_assets.storage.layout import MANIFEST, parse_snapshot_date, snapshot_dates, table_prefix
 from dataset_assets.storage.release_state import ensure_draft
-from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema, load_manifest
+from dataset_assets.storage.manifest import FileEntry, Manifest, encode_schema, load_manifest, newest_manifest
 from dataset_assets.source.signals import read_signals
 from dataset_assets.source.snapshot import PostgresSnapshot
 from dataset_assets.source.plan import TablePlan, ctid_preds, plan_table, primary_key, split_pages
@@ -269,23 +269,6 @@ def _export_clustered_table(shared: PostgresSnapshot, plan: TablePlan, snapshot:
         raise
 
 
-def _previous(store: Store, table: str, snapshot: str, basis: str) -> tuple[str, Manifest] | None:
-    """The newest complete snapshot of ``table`` up to ``snapshot`` made with the same basis."""
-    for date in reversed(snapshot_dates(store)):
-        if date > snapshot:
-            continue
-        prefix = table_prefix(date, table)
-        if not store.is_complete(prefix):
-            continue
-        try:
-            m = load_manifest(store, prefix, table, date)
-        except UserError:
-            continue  # a damaged earlier snapshot is no base; an older one may be
-        if m.chunking and m.chunking.get("basis") == basis:
-            return date, m
-    return None
-
-
 def _plan_incremental(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store,
                       options: ExportOptions, log):
     """Fingerprint the chunks; only changed ones are read, the rest reuse the previous shards.
@@ -295,7 +278,8 @@ def _plan_incremental(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, 
     column identity); otherwise every chunk is read again, keeping its boundaries if they are
     values of the key (checked in Postgres, never spliced into SQL)."""
     basis = chunking_mod.basis(plan, options.parquet.as_dict())
-    prev = _previous(store, plan.info.name, snapshot, basis)
+    prev = newest_manifest(store, plan.info.name, [d for d in snapshot_dates(store) if d <= snapshot],
+                           lambda m: bool(m.chunking) and m.chunking.get("basis") == basis)
     base_date, base, old, boundaries, why = None, None, None, None, None
     if prev is not None:
         date, m = prev

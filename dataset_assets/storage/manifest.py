@@ -133,6 +133,25 @@ def parse_manifest(raw: bytes | str, where: str, table: str | None = None, date:
     raise VerificationError(f"{where} is damaged: it {problem}; rerun the export of this table with --force.")
 
 
+def newest_manifest(store, table: str, dates, accept) -> tuple[str, Manifest] | None:
+    """The newest of ``dates`` (oldest first) where ``table`` is complete and its manifest loads
+    and ``accept``s: the base an incremental export builds on. A damaged earlier snapshot is no
+    base; an older one may be."""
+    from dataset_assets.storage.layout import table_prefix
+
+    for date in reversed(list(dates)):
+        prefix = table_prefix(date, table)
+        if not store.is_complete(prefix):
+            continue
+        try:
+            m = load_manifest(store, prefix, table, date)
+        except VerificationError:
+            continue
+        if accept(m):
+            return date, m
+    return None
+
+
 def load_manifest(store, prefix: str, table: str | None = None, date: str | None = None) -> Manifest:
     """The manifest of the table snapshot at ``prefix`` in ``store``, validated (and checked to
     describe ``table`` of ``date`` when given). Missing or damaged: one sentence."""
