@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from dataset_assets.errors import UserError
 from dataset_assets.export.shards import open_writer, options_from
 from dataset_assets.storage.layout import MANIFEST
-from dataset_assets.storage.manifest import FileEntry, Manifest, parse_manifest, root_hash, sha256_file
+from dataset_assets.storage.manifest import FileEntry, Manifest, feed_files, parse_manifest, root_hash, sha256_file
 
 CHANGE, FILE = "change", "file"
 
@@ -76,8 +76,7 @@ def apply_changes(previous: Path, new_manifest: Path, feed_dir: Path, out: Path)
                         f"({ch.get('base_snapshot')}), but {previous} holds {old.root_hash} ({old.snapshot}); "
                         f"apply the feeds in order, starting from the release you have.")
     feeds = []
-    for d in ch.get("files") or []:
-        f = FileEntry(**d)
+    for f in feed_files(new):  # validated: a malformed entry is one sentence, not a TypeError
         p = feed_dir / f.path
         if not p.exists():
             raise UserError(f"The change feed file {p} is missing; download {new.table}/{f.path} of {new.snapshot}.")
