@@ -7,9 +7,13 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlparse
 
-import adbc_driver_postgresql.dbapi as pgdbapi
-
 from dataset_assets.errors import SourceError
+from dataset_assets.startup import hidden
+
+# ADBC's DB-API registers a polars parameter backend when it can import polars (0.17 s); parameters
+# are bound through its default pyarrow backend, so polars stays out of this import (startup.py).
+with hidden("polars", "kept out of ADBC's DB-API import by dataset_assets.source.connect"):
+    import adbc_driver_postgresql.dbapi as pgdbapi
 
 
 @dataclass(frozen=True)
