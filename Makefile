@@ -14,7 +14,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 DEMO_ROWS_IMAGE ?= 100000
 DEMO_ROWS_AUDIO ?= 20000
 
-.PHONY: install lock lint demo dev test test-unit test-integration test-e2e test-fast bench bench-refresh clean
+.PHONY: install lock lint demo dev test test-unit test-integration test-e2e test-fast bench bench-refresh bench-writer clean
 
 # pip --target needs no venv; where there is no pip, a small venv brings one
 $(UV):
@@ -72,6 +72,10 @@ bench: install
 # what a refresh costs after each kind of catalogue change, against a full export (bench/README.md, "Refresh")
 bench-refresh: install
 	$(PY) bench/refresh.py
+
+# what each parquet writer option costs on the same rows (bench/README.md, "Where the time goes")
+bench-writer: install
+	$(PY) bench/writer_options.py $(BENCH_ARGS)
 
 clean:
 	-$(PY) -c "from dataset_assets.local.embedded import stop_embedded; stop_embedded()" 2>/dev/null

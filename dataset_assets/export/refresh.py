@@ -57,6 +57,7 @@ import resource
 import shutil
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,11 +225,31 @@ class _Spill:
             w.close()
 
     def read(self, pos: int) -> pa.Table | None:
+        """Shard ``pos``'s spilled rows, all in memory (a refresh's candidates: few)."""
         p = self.path(pos)
         if pos not in self._writers or not p.exists():
             return None
         with pa.memory_map(str(p)) as f:
             return pa.ipc.open_stream(f, options=_SPILL_READ).read_all()
+
+    def pieces(self, pos: int, nbytes: int) -> Iterator[pa.Table]:
+        """Shard ``pos``'s spilled rows in pieces of about ``nbytes`` (batches are gathered while
+        they fit; a bigger batch is a piece of its own), read from the file batch by batch:
+        memory holds one piece, whatever the shard's size."""
+        p = self.path(pos)
+        if pos not in self._writers or not p.exists():
+            return
+        with pa.OSFile(str(p)) as f:
+            pending: list[pa.RecordBatch] = []
+            size = 0
+            for batch in pa.ipc.open_stream(f, options=_SPILL_READ):
+                if pending and size + batch.nbytes > nbytes:
+                    yield pa.Table.from_batches(pending, schema=self.schema)
+                    pending, size = [], 0
+                pending.append(batch)
+                size += batch.nbytes
+            if pending:
+                yield pa.Table.from_batches(pending, schema=self.schema)
 
 
 def _raise_open_files(n: int) -> None:
@@ -281,8 +302,11 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         keep_np = pc.fill_null(keep, False).to_numpy().astype(bool)
         f = pl.DataFrame({layout.key: pl.from_arrow(table.column(layout.key)), _SK: sk, _SKC: skc, _H1: h1, _H2: h2,
                           _KEEP: keep_np, _SHARD: pos}) if collect else None
-        full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
-                                     pa.array(keep_np)], schema=spill.schema)
+        if index is not None:  # a first export spills the rows to write, nothing else
+            full = table
+        else:
+            full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
+                                         pa.array(keep_np)], schema=spill.schema)
         if index is not None:
             index.write(table.column(layout.key), skc, np.asarray(layout.ids, np.int32)[pos], keep_np, h1, h2)
             spilled = np.flatnonzero(keep_np)
@@ -394,7 +418,10 @@ def _row_group_rows(table: pa.Table, options: ParquetOptions) -> int:
     return max(1, options.row_group_bytes // per_row)
 
 
-def _write(path: Path, parts: list[pa.Table], plan: TablePlan, options: ParquetOptions) -> FileEntry:
+SMALL_CHUNK_BYTES = 1 << 20  # chunks smaller than this on average are combined before encoding
+
+
+def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: ParquetOptions) -> FileEntry:
     """``parts`` as consecutive row groups of one file (a part bigger than a row group is cut)."""
     try:
         w = parquet_writer(path, plan.schema, options)
@@ -403,7 +430,10 @@ def _write(path: Path, parts: list[pa.Table], plan: TablePlan, options: ParquetO
             for part in parts:
                 if part.num_rows == 0:
                     continue
-                part = part.combine_chunks()  # the encoder pays per chunk: spilled shards arrive in many
+                if part.nbytes < SMALL_CHUNK_BYTES * part.column(0).num_chunks:
+                    # the encoder pays per chunk: with many shards, spilled pieces hold a few hundred rows
+                    # (big ones are written as they are: a copy of each piece raised the peak memory)
+                    part = part.combine_chunks()
                 step = _row_group_rows(part, options)
                 for start in range(0, part.num_rows, step):
                     piece = part.slice(start, step)
@@ -552,19 +582,29 @@ def conform_sample(sample: pa.Table, plan: TablePlan, cluster: list[str]) -> pa.
     return pa.Table.from_batches([conform(b, sub) for b in batches], schema=sub.arrow)
 
 
-def _estimate_shards(plan: TablePlan, shard_bytes: int) -> int:
+# A shard is written by one thread, after the read: a table of fewer shards than workers gets one
+# per worker (each of at least MIN_SHARD_BYTES), so that every worker encodes. One 195 MB shard of 1M
+# rows took 12.9 s, two 8.1 s, four 9.0 s, the chunk layout 6.3 s (bench/run.py --tools
+# ours,ours_clustered --measure whole-process, 2026-12-01).
+SHARDS_PER_WORKER = 1
+MIN_SHARD_BYTES = 32 * 1024 * 1024
+
+
+def _estimate_shards(plan: TablePlan, shard_bytes: int, workers: int = 1) -> int:
     # parquet (zstd) of the media tables is ~0.18x their heap (bench/README.md: 195 MB for a 1.1 GB heap)
-    heap = plan.pages * plan.info.block_size
-    return max(1, round(heap * 0.18 / shard_bytes))
+    parquet = plan.pages * plan.info.block_size * 0.18
+    n = max(1, round(parquet / shard_bytes))
+    want = min(SHARDS_PER_WORKER * workers, int(parquet // MIN_SHARD_BYTES))
+    return max(n, want)
 
 
 def _first_export(shared, plan, store, staging, options, progress, log, key, hash_columns, basis) -> ClusteredResult:
     cfg = plan.config
     cluster = list(cfg.cluster_by) + [key]
-    n = _estimate_shards(plan, cfg.shard_bytes)
+    n = _estimate_shards(plan, cfg.shard_bytes, options.workers)
     lowers = _sample_bounds(shared, plan, cluster, n)
     layout = _Layout(list(cfg.cluster_by), key, lowers, list(range(len(lowers))))
-    spill = _Spill(staging / "_spill", spill_schema(plan), len(lowers))
+    spill = _Spill(staging / "_spill", plan.schema.arrow, len(lowers))  # released rows, the table's columns only
     index = _IndexWriter(staging / INDEX, plan)
     progress.start(f"{plan.info.name}", plan.estimated_rows)
     try:
@@ -579,13 +619,16 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
     def one(pos: int) -> None:
         """Shard ``pos`` from its spill (its released rows), in the order they were read: a sort
         within the shard cost as much as the encoding and bought nothing measurable, the shard
-        already holds one range of the sort key."""
-        t = spill.read(pos)
-        if t is None or t.num_rows == 0:
-            return
-        files[pos] = _write(staging / shard_file(layout.ids[pos]), [_data(t, plan)], plan, options.parquet)
-        files[pos].chunk = layout.ids[pos]
+        already holds one range of the sort key. Streamed a row group at a time: memory does not
+        grow with the shard (one 256 MiB shard read whole took 2.2 GiB)."""
+        parts = (_data(t, plan) for t in spill.pieces(pos, options.parquet.row_group_bytes))
+        entry = _write(staging / shard_file(layout.ids[pos]), parts, plan, options.parquet)
         spill.path(pos).unlink(missing_ok=True)
+        if entry.rows == 0:
+            (staging / entry.path).unlink(missing_ok=True)
+            return
+        entry.chunk = layout.ids[pos]
+        files[pos] = entry
 
     with ThreadPoolExecutor(max(1, options.workers)) as pool:
         list(pool.map(one, range(len(lowers))))
