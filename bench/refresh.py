@@ -121,21 +121,40 @@ def byte_counter():
     return ByteCounter()
 
 
-def reset_peak_rss() -> None:
-    """Linux: writing 5 to /proc/self/clear_refs resets VmHWM, so each export's own peak is read."""
+def reset_peak_rss() -> float | None:
+    """Before an export: what the process holds is given back where it can be (garbage, Arrow's
+    and malloc's free memory), then VmHWM is reset (Linux: 5 into /proc/self/clear_refs), so the
+    peak read after the export is its own on top of what this process still holds (the RSS
+    returned here: earlier releases compared in memory, the allocators' retained pages)."""
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
+    return _status_mib("VmRSS")
 
 
-def peak_rss_mib() -> float | None:
+def _status_mib(field: str) -> float | None:
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
         return None
-    line = next((ln for ln in status.splitlines() if ln.startswith("VmHWM:")), None)
+    line = next((ln for ln in status.splitlines() if ln.startswith(field + ":")), None)
     return round(int(line.split()[1]) / 1024, 1) if line else None
+
+
+def peak_rss_mib() -> float | None:
+    return _status_mib("VmHWM")
 
 
 def run_export(uri: str, date: str, store, workers: int, cpu: ServerCpu, verbose: bool, **options) -> dict:
@@ -146,7 +165,7 @@ def run_export(uri: str, date: str, store, workers: int, cpu: ServerCpu, verbose
     opts = ExportOptions(workers=workers, **options)
     cpu.settle()  # backends of earlier connections are reaped before the first reading
     c0 = cpu.seconds()
-    reset_peak_rss()  # the process's peak from here: this export's (with what the process holds already)
+    start_rss = reset_peak_rss()  # the process's peak from here: this export's, on top of what the process holds
     t0 = time.perf_counter()
     [res] = export_snapshot(uri, [TABLE], date, store, opts, progress=progress,
                             log=(lambda m: log(f"      {m}")) if verbose else (lambda m: None))
@@ -157,7 +176,7 @@ def run_export(uri: str, date: str, store, workers: int, cpu: ServerCpu, verbose
     rewritten = [f for f in m.files if f.reused_from is None]
     ch = m.chunking or {}
     return {
-        "date": date, "wall_s": wall, "server_cpu_s": server_cpu, "rows": m.row_count, "peak_rss_mib": peak_rss_mib(),
+        "date": date, "wall_s": wall, "server_cpu_s": server_cpu, "rows": m.row_count, "peak_rss_mib": peak_rss_mib(), "start_rss_mib": start_rss,
         "read_rows": progress.rows, "read_bytes": progress.nbytes,
         "files": len(m.files), "bytes": m.total_bytes,
         "files_rewritten": len(rewritten), "bytes_rewritten": sum(f.bytes for f in rewritten),
@@ -595,14 +614,14 @@ def tables_text(results: list[dict], markdown: bool) -> str:
                      + f"{e.get('first_key') or e['why']})"])
     part1 = fmt_rows(head, rows, markdown)
     head2 = ["scenario", "full s", "refresh s", "full CPU s", "refresh CPU s", "read MB full", "read MB refresh",
-             "files rewritten", "MB rewritten", "Xet MB full", "Xet MB refresh", "peak RSS MiB full / refresh", "change"]
+             "files rewritten", "MB rewritten", "Xet MB full", "Xet MB refresh", "peak RSS MiB full / refresh (at start)", "change"]
     rows2 = []
     for r in ok:
         f, s = r["full"], r["refresh"]
         rows2.append([r["scenario"], f"{f['wall_s']:.2f}", f"{s['wall_s']:.2f}", f"{f['server_cpu_s']:.2f}", f"{s['server_cpu_s']:.2f}",
                       f"{f['read_bytes'] / MB:.1f}", f"{s['read_bytes'] / MB:.1f}", f"{s['files_rewritten']}/{s['files']}",
                       f"{s['bytes_rewritten'] / MB:.1f}/{s['bytes'] / MB:.1f}", f"{r['xet_full']['sent_bytes'] / MB:.1f}",
-                      f"{r['xet_refresh']['sent_bytes'] / MB:.1f}", f"{f.get('peak_rss_mib')} / {s.get('peak_rss_mib')}",
+                      f"{r['xet_refresh']['sent_bytes'] / MB:.1f}", f"{f.get('peak_rss_mib')} / {s.get('peak_rss_mib')} ({f.get('start_rss_mib')} / {s.get('start_rss_mib')})",
                       r["change"]["what"]])
     part2 = fmt_rows(head2, rows2, markdown) if rows2 else ""
     return ("Refresh / full export of the same run:\n" + part1 + "\n\nAbsolute:\n" + part2).rstrip()
