@@ -225,22 +225,24 @@ class _Spill:
         for w in self._writers.values():
             w.close()
 
+    def holds(self, pos: int) -> bool:
+        """Whether any row was spilled to shard ``pos`` (a piece is written only when it has rows)."""
+        return pos in self._writers and self.path(pos).exists()
+
     def read(self, pos: int) -> pa.Table | None:
         """Shard ``pos``'s spilled rows, all in memory (a refresh's candidates: few)."""
-        p = self.path(pos)
-        if pos not in self._writers or not p.exists():
+        if not self.holds(pos):
             return None
-        with pa.memory_map(str(p)) as f:
+        with pa.memory_map(str(self.path(pos))) as f:
             return pa.ipc.open_stream(f, options=_SPILL_READ).read_all()
 
     def pieces(self, pos: int, nbytes: int) -> Iterator[pa.Table]:
         """Shard ``pos``'s spilled rows in pieces of about ``nbytes`` (batches are gathered while
         they fit; a bigger batch is a piece of its own), read from the file batch by batch:
         memory holds one piece, whatever the shard's size."""
-        p = self.path(pos)
-        if pos not in self._writers or not p.exists():
+        if not self.holds(pos):
             return
-        with pa.OSFile(str(p)) as f:
+        with pa.OSFile(str(self.path(pos))) as f:
             pending: list[pa.RecordBatch] = []
             size = 0
             for batch in pa.ipc.open_stream(f, options=_SPILL_READ):
@@ -303,18 +305,16 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         keep_np = pc.fill_null(keep, False).to_numpy().astype(bool)
         f = pl.DataFrame({layout.key: pl.from_arrow(table.column(layout.key)), _SK: sk, _SKC: skc, _H1: h1, _H2: h2,
                           _KEEP: keep_np, _SHARD: pos}) if collect else None
-        if index is not None:  # a first export spills the rows to write, nothing else
-            full = table
+        if index is not None:  # a first export: its released rows are spilled, the table's columns only
+            index.write(table.column(layout.key), skc, np.asarray(layout.ids, np.int32)[pos], keep_np, h1, h2)
+            full, spilled = table, np.flatnonzero(keep_np)
         else:
             full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
                                          pa.array(keep_np)], schema=spill.schema)
-        if index is not None:
-            index.write(table.column(layout.key), skc, np.asarray(layout.ids, np.int32)[pos], keep_np, h1, h2)
-            spilled = np.flatnonzero(keep_np)
-        elif known is not None and len(pos):
-            spilled = np.flatnonzero(~(known.unchanged(pl.from_arrow(table.column(layout.key)), h1, h2) & keep_np))
-        else:
-            spilled = np.arange(len(pos))
+            if known is not None and len(pos):
+                spilled = np.flatnonzero(~(known.unchanged(pl.from_arrow(table.column(layout.key)), h1, h2) & keep_np))
+            else:
+                spilled = np.arange(len(pos))
         if len(spilled):
             order = spilled[np.argsort(pos[spilled], kind="stable")]
             sorted_pos = pos[order]
@@ -587,7 +587,6 @@ def conform_sample(sample: pa.Table, plan: TablePlan, cluster: list[str]) -> pa.
 # per worker (each of at least MIN_SHARD_BYTES), so that every worker encodes. One 195 MB shard of 1M
 # rows took 12.9 s, two 8.1 s, four 9.0 s, the chunk layout 6.3 s (bench/run.py --tools
 # ours,ours_clustered --measure whole-process, 2026-12-01).
-SHARDS_PER_WORKER = 1
 MIN_SHARD_BYTES = 32 * 1024 * 1024
 
 
@@ -595,7 +594,7 @@ def _estimate_shards(plan: TablePlan, shard_bytes: int, workers: int = 1) -> int
     # parquet (zstd) of the media tables is ~0.18x their heap (bench/README.md: 195 MB for a 1.1 GB heap)
     parquet = plan.pages * plan.info.block_size * 0.18
     n = max(1, round(parquet / shard_bytes))
-    want = min(SHARDS_PER_WORKER * workers, int(parquet // MIN_SHARD_BYTES))
+    want = min(workers, int(parquet // MIN_SHARD_BYTES))
     return max(n, want)
 
 
@@ -622,12 +621,11 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
         within the shard cost as much as the encoding and bought nothing measurable, the shard
         already holds one range of the sort key. Streamed a row group at a time: memory does not
         grow with the shard (one 256 MiB shard read whole took 2.2 GiB)."""
+        if not spill.holds(pos):
+            return  # no released row fell in its range
         parts = (_data(t, plan) for t in spill.pieces(pos, options.parquet.row_group_bytes))
         entry = _write(staging / shard_file(layout.ids[pos]), parts, plan, options.parquet)
         spill.path(pos).unlink(missing_ok=True)
-        if entry.rows == 0:
-            (staging / entry.path).unlink(missing_ok=True)
-            return
         entry.chunk = layout.ids[pos]
         files[pos] = entry
 
@@ -902,6 +900,10 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         The change feed lists, per file: the rows deleted, the rows updated in place, then the rows
         appended, in order (a file that is new, from a split or a compaction, lists all its rows):
         what ``export/feed.py`` replays."""
+        with contextlib.ExitStack() as opened:  # each previous file opened once (on S3: downloaded once)
+            rewrite_shard(sid, opened)
+
+    def rewrite_shard(sid: int, opened: contextlib.ExitStack) -> None:
         s = by_id[sid]
         spilled = spill.read(pos_of[sid])
         rem = removals.filter(pl.col("p_shard") == sid)
@@ -915,18 +917,21 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         main_changed = bool((~rem.get_column("p_tail")).any() or (~upd.get_column("p_tail")).any())
         tail_changed = bool(rem.get_column("p_tail").any() or upd.get_column("p_tail").any() or ins_part)
 
+        previous_files: dict[str, pq.ParquetFile] = {}
+
+        def previous(path: str) -> pq.ParquetFile:
+            if path not in previous_files:
+                previous_files[path] = opened.enter_context(store.open_parquet(f"{base_prefix}/{path}"))
+            return previous_files[path]
+
         def applied(path: str) -> Iterator[pa.Table]:
             """The file's row groups with this shard's changes applied, read one at a time: a main
             file is streamed into its rewrite (two 256 MiB shards held whole took 4.9 GB)."""
-            with store.open_parquet(f"{base_prefix}/{path}") as pf:
-                for i in range(pf.num_row_groups):
-                    g = _apply(_data(pf.read_row_group(i), plan), key, out_keys, upd_keys, upd_tbl)
-                    if g.num_rows:
-                        yield g
-
-        def row_groups(path: str) -> int:
-            with store.open_parquet(f"{base_prefix}/{path}") as pf:
-                return pf.num_row_groups
+            pf = previous(path)
+            for i in range(pf.num_row_groups):
+                g = _apply(_data(pf.read_row_group(i), plan), key, out_keys, upd_keys, upd_tbl)
+                if g.num_rows:
+                    yield g
 
         def in_place(path: str, in_tail: bool) -> list[pa.Table]:
             if upd_tbl is None:
@@ -956,7 +961,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         rewritten = main_changed or fold   # else the main file stays as it is
         pieces: list[tuple[dict, FileEntry]] = []
         reused: list[FileEntry] = []
-        if rewritten and ((fold and main_rows == 0) or row_groups(main_path) > MAX_ROW_GROUPS):
+        if rewritten and ((fold and main_rows == 0) or previous(main_path).num_row_groups > MAX_ROW_GROUPS):
             # compacted (or only the tail is left): one sorted file under a new name
             if tail_new is None and tail_path:
                 tail_new = list(applied(tail_path))

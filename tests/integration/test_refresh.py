@@ -166,6 +166,31 @@ def test_uniform_title_updates(db, stores):
     assert sorted(c.feed.column(KEY).to_pylist()) == sorted(in_release) and set(c.feed.column("change").to_pylist()) == {"update"}
 
 
+class CountingStore(LocalStore):
+    """A local store that counts the parquet files opened through it: on S3 each opening is a whole
+    download (``Store.open_parquet`` spools the object), so a refresh must open each file once."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.opened: Counter = Counter()
+
+    def open_parquet(self, key: str):
+        self.opened[key] += 1
+        return super().open_parquet(key)
+
+
+def test_a_refresh_opens_each_previous_file_once(db, tmp_path):
+    store, full = CountingStore(tmp_path / "refresh"), LocalStore(tmp_path / "full")
+    first_export(db, D1, store)
+    ids = keys(db, "true", limit=table_count(db) // 100, order=f"md5(i.{KEY}::text || 'opened once')")
+    sql(db, f"UPDATE {TABLE} SET title = coalesce(title, '') || ' (once)' WHERE {KEY} = ANY('{{{','.join(ids)}}}'::uuid[])")
+    store.opened.clear()
+    c = check_refresh(db, store, full, D1, D2, mode="xmin")
+    previous = {k: n for k, n in store.opened.items() if k.startswith(f"snapshots/{D1}/")}
+    assert c.stats["shards_rewritten"] >= 1 and previous, (c.stats, store.opened)
+    assert max(previous.values()) == 1, previous
+
+
 def test_touch_only_rewrites_nothing_and_release_keeps_previous_updated_on(db, stores):
     """A change only in volatile columns is no change: no shard is rewritten, and the refreshed
     release keeps the rows as they were, with their OLD updated_on (a full export has the new one)."""
