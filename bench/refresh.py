@@ -54,7 +54,7 @@ DEFAULT_ROWS = 1_000_000
 D1, D2 = "2026-01-01", "2026-01-02"
 SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6a", "S6b", "S7")
 TARGET_SHARDS = 100                      # production proportions: about 100 shards per table
-VOLATILE = ["updated_on", "last_synced_with_source"]
+VOLATILE = bench.VOLATILE
 MB = 1e6
 
 

@@ -82,14 +82,16 @@ def variants(options: dict, dictionary: list[str], statistics: list[str]) -> lis
     ]
 
 
-def write_once(table: pa.Table, path: Path, kwargs: dict, row_group_rows: int) -> tuple[float, float, int]:
+def write_once(table: pa.Table, path: Path, kwargs: dict, row_group_rows: int, keep: bool = False) -> tuple[float, float, int]:
+    """(wall s, CPU s, bytes) of writing ``table`` to ``path`` (removed after unless ``keep``)."""
     cpu0, t0 = time.process_time(), time.perf_counter()
     with pq.ParquetWriter(str(path), table.schema, **{k: v for k, v in kwargs.items() if v is not None}) as w:
         for start in range(0, table.num_rows, row_group_rows):
             w.write_table(table.slice(start, row_group_rows), row_group_size=row_group_rows)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     size = path.stat().st_size
-    path.unlink()
+    if not keep:
+        path.unlink()
     return wall, cpu, size
 
 
@@ -121,15 +123,13 @@ def main(argv=None) -> int:
             bench.log(f"  {name}: {best[1]:.2f} s CPU, {best[2] / 1e6:.1f} MB")
         # the other per-row client work, on the file ours writes
         path = work / "ours.parquet"
-        with pq.ParquetWriter(str(path), table.schema, **variants(options, dictionary, statistics)[0][1]) as w:
-            for start in range(0, table.num_rows, row_group_rows):
-                w.write_table(table.slice(start, row_group_rows), row_group_size=row_group_rows)
+        write_once(table, path, variants(options, dictionary, statistics)[0][1], row_group_rows, keep=True)
         from dataset_assets.storage.manifest import sha256_file
 
         sha = min(_timed(lambda: sha256_file(path)) for _ in range(args.repeat))
         from dataset_assets.export.refresh import row_hashes
 
-        hashed = [n for n in table.schema.names if n not in ("updated_on", "last_synced_with_source")]
+        hashed = [n for n in table.schema.names if n not in bench.VOLATILE]
         rh = min(_timed(lambda: row_hashes(table, hashed)) for _ in range(args.repeat))
         extra = [{"variant": f"sha256 of the file ({path.stat().st_size / 1e6:.0f} MB)", "cpu_s": round(sha, 3)},
                  {"variant": "row hash of the clustered layout (2 x 64-bit, non-volatile columns)", "cpu_s": round(rh, 3)}]

@@ -42,7 +42,7 @@ from dataset_assets.source.plan import TablePlan, ctid_preds, plan_table, primar
 from dataset_assets.export.progress import Progress
 from dataset_assets.source.types import conform
 from dataset_assets.export.shards import ParquetOptions, ShardWriter, writer_settings
-from dataset_assets.export.background import Background as _Background, source_failure as _source_failure
+from dataset_assets.export.background import Background, source_failure
 
 
 def default_workers() -> int:
@@ -145,14 +145,14 @@ def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, stor
     # In every mode the rows published must equal count(*) with the same filters in the same
     # Postgres snapshot, counted by a query of its own on a connection of its own (an
     # incremental snapshot checks each chunk read against its fingerprint's count as well).
-    counting = _Background(_count_rows, shared, plan.count_sql()) if options.check_count else None
+    counting = Background(_count_rows, shared, plan.count_sql()) if options.check_count else None
     staged = None
     staging = store.staging_dir(prefix)
     try:
         if incremental:
             chunking, units, reuse, reused = _plan_incremental(shared, plan, snapshot, store, options, log)
             expected_rows = sum(sum(rows) for _, _, rows in units)
-        staged = _Background(store.stage_reused, staging, reuse) if reuse else None  # while the workers read
+        staged = Background(store.stage_reused, staging, reuse) if reuse else None  # while the workers read
         counter = _Counter()
         progress.start(f"{table} {snapshot}", expected_rows)
         try:
@@ -233,11 +233,11 @@ def _export_clustered_table(shared: PostgresSnapshot, plan: TablePlan, snapshot:
     staging = store.staging_dir(prefix)
     staged = None
     try:
-        count = (lambda: _Background(_count_rows, shared, plan.count_sql())) if options.check_count else None
+        count = (lambda: Background(_count_rows, shared, plan.count_sql())) if options.check_count else None
         result = export_clustered(shared, plan, snapshot, store, staging, options, progress, log,
                                   snapshot_dates(store), count)
         if result.reuse:
-            staged = _Background(store.stage_reused, staging, result.reuse)
+            staged = Background(store.stage_reused, staging, result.reuse)
         t_copy = time.perf_counter() - t0
         written = sum(f.rows for f in result.files if f.reused_from is None)
         manifest = Manifest(
@@ -340,7 +340,7 @@ def _parallel_fingerprints(shared: PostgresSnapshot, plan: TablePlan, boundaries
             return scan(cur, chunking_mod.reference_xid(cur), lo, hi)
 
     (lo, hi), *rest = split_pages(plan.pages, workers)
-    scans = [_Background(joined_scan, *r) for r in rest]
+    scans = [Background(joined_scan, *r) for r in rest]
     try:
         reference = chunking_mod.reference_xid(shared.cur)
         parts = [scan(shared.cur, reference, lo, hi)]
@@ -352,7 +352,7 @@ def _parallel_fingerprints(shared: PostgresSnapshot, plan: TablePlan, boundaries
     except BaseException as exc:  # noqa: BLE001 - the first failure, as one sentence
         for s in scans:
             s.wait()
-        raise _source_failure(shared.uri, exc) from exc
+        raise source_failure(shared.uri, exc) from exc
     return chunking_mod.merge_fingerprints(parts, marks)
 
 
@@ -373,8 +373,8 @@ def _count_rows(shared: PostgresSnapshot, sql: str) -> tuple[int, float]:
             t0 = time.perf_counter()
             cur.execute(sql)
             return int(cur.fetchone()[0]), round(time.perf_counter() - t0, 3)
-    except Exception as exc:  # noqa: BLE001 - raised in the main thread by _Background.result
-        raise _source_failure(shared.uri, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - raised in the main thread by Background.result
+        raise source_failure(shared.uri, exc) from exc
 
 
 def _run_workers(shared: PostgresSnapshot, plan: TablePlan, work: list[tuple[int, str, list[int] | None]], staging,
@@ -390,7 +390,7 @@ def _run_workers(shared: PostgresSnapshot, plan: TablePlan, work: list[tuple[int
     n = min(options.workers, len(work))
 
     def worker() -> None:
-        closing: _Background | None = None  # the previous unit's shards being finished meanwhile (_finish)
+        closing: Background | None = None  # the previous unit's shards being finished meanwhile (_finish)
         try:
             with shared.connection() as (_, cur):
                 while not stop.is_set():
@@ -399,7 +399,7 @@ def _run_workers(shared: PostgresSnapshot, plan: TablePlan, work: list[tuple[int
                     except queue.Empty:
                         break
                     writers = _copy_unit(cur, plan, sql, unit, expected, staging, options, progress, counter, stop)
-                    previous, closing = closing, _Background(_finish, writers, inline=expected is None)
+                    previous, closing = closing, Background(_finish, writers, inline=expected is None)
                     if previous is not None:
                         files.extend(previous.result())
                 if closing is not None:
@@ -423,7 +423,7 @@ def _run_workers(shared: PostgresSnapshot, plan: TablePlan, work: list[tuple[int
         exc = errors[0]
         if isinstance(exc, UserError):
             raise exc
-        raise _source_failure(shared.uri, exc) from exc
+        raise source_failure(shared.uri, exc) from exc
     return files
 
 

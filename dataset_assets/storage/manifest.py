@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from dataset_assets.errors import VerificationError
-from dataset_assets.storage.layout import MANIFEST
+from dataset_assets.storage.layout import MANIFEST, table_prefix
 
 FORMAT = "dataset-assets/manifest/1"
 
@@ -137,8 +137,6 @@ def newest_manifest(store, table: str, dates, accept) -> tuple[str, Manifest] | 
     """The newest of ``dates`` (oldest first) where ``table`` is complete and its manifest loads
     and ``accept``s: the base an incremental export builds on. A damaged earlier snapshot is no
     base; an older one may be."""
-    from dataset_assets.storage.layout import table_prefix
-
     for date in reversed(list(dates)):
         prefix = table_prefix(date, table)
         if not store.is_complete(prefix):

@@ -52,7 +52,7 @@ def test_clustered_export_process_uses_polars_without_pandas(seeded_uri, tmp_pat
     assert summary["rows"] > 0
 
 
-@pytest.mark.parametrize("command", [["verify", "--snapshot", DATE], ["--help"]])
+@pytest.mark.parametrize("command", [["verify", "--snapshot", DATE], ["release", "--help"]])
 def test_other_commands_keep_pandas_importable(command, tmp_path):
     probe = ("import sys\nfrom dataset_assets import cli\nsys.argv = ['dataset-assets', *sys.argv[1:]]\n"
              "try:\n    cli.run()\nexcept SystemExit:\n    pass\nimport pandas\nprint('PANDAS OK', file=sys.stderr)\n")
