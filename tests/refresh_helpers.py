@@ -156,8 +156,8 @@ def export_pair(uri: str, date: str, store, full_store) -> tuple[Manifest, Manif
     return r.manifest, f.manifest
 
 
-def first_export(uri: str, date: str, store) -> Manifest:
-    [r] = export_snapshot(uri, [TABLE], date, store, ExportOptions(workers=WORKERS))
+def first_export(uri: str, date: str, store, **options) -> Manifest:
+    [r] = export_snapshot(uri, [TABLE], date, store, ExportOptions(workers=WORKERS, **options))
     return r.manifest
 
 

@@ -14,9 +14,13 @@ First export (no previous snapshot to build on, or ``--full``)::
     sample of the sort key (TABLESAMPLE)      -> shard boundaries, ~shard_bytes each
     N workers, ctid ranges, one Postgres snapshot, rows with the filters' verdict
       -> per 16 MiB of batches: sort keys, row hashes, one gather into a piece per shard,
-         the pieces appended to each shard's spill file (Arrow IPC)
-    per shard: its spilled rows, in the order read -> one parquet file -> sha256
-    the row index (written as rows are read), manifest, commit
+         the pieces appended to each shard's rows waiting in memory; a shard's waiting rows
+         are written as a row group of its parquet file once they make one (or, when all
+         shards together hold BUFFER_BYTES, those of the shard holding most)
+    a table too big for that (many shards: row groups too small or too many): the pieces go
+      to each shard's spill file (Arrow IPC), and after the read each shard is written from
+      its spill, in the order read
+    each shard's file -> sha256; the row index (written as rows are read), manifest, commit
 
 Refresh (a previous snapshot of the same basis in the store)::
 
@@ -318,10 +322,10 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         if len(spilled):
             order = spilled[np.argsort(pos[spilled], kind="stable")]
             sorted_pos = pos[order]
-            taken = full.take(pa.array(order))
             cuts = np.flatnonzero(np.diff(sorted_pos)) + 1
             starts = np.concatenate([[0], cuts])
             ends = np.concatenate([cuts, [len(order)]])
+            taken = full.take(pa.array(order))
             for a, b in zip(starts, ends):
                 spill.write(int(sorted_pos[a]), taken.slice(int(a), int(b - a)))
         with lock:
@@ -422,6 +426,25 @@ def _row_group_rows(table: pa.Table, options: ParquetOptions) -> int:
 SMALL_CHUNK_BYTES = 1 << 20  # chunks smaller than this on average are combined before encoding
 
 
+def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) -> int:
+    """``part`` as the next row group(s) of ``w`` (one bigger than a row group is cut); its rows."""
+    if part.num_rows == 0:
+        return 0
+    if part.nbytes < SMALL_CHUNK_BYTES * part.column(0).num_chunks:
+        # the encoder pays per chunk: with many shards, spilled pieces hold a few hundred rows
+        # (big ones are written as they are: a copy of each piece raised the peak memory)
+        part = part.combine_chunks()
+    step = _row_group_rows(part, options)
+    for start in range(0, part.num_rows, step):
+        piece = part.slice(start, step)
+        w.write_table(piece, row_group_size=piece.num_rows)
+    return part.num_rows
+
+
+def _entry(path: Path, rows: int) -> FileEntry:
+    return FileEntry(path=path.name, rows=rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
 def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: ParquetOptions) -> FileEntry:
     """``parts`` as consecutive row groups of one file (a part bigger than a row group is cut)."""
     try:
@@ -429,22 +452,99 @@ def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: Parq
         rows = 0
         try:
             for part in parts:
-                if part.num_rows == 0:
-                    continue
-                if part.nbytes < SMALL_CHUNK_BYTES * part.column(0).num_chunks:
-                    # the encoder pays per chunk: with many shards, spilled pieces hold a few hundred rows
-                    # (big ones are written as they are: a copy of each piece raised the peak memory)
-                    part = part.combine_chunks()
-                step = _row_group_rows(part, options)
-                for start in range(0, part.num_rows, step):
-                    piece = part.slice(start, step)
-                    w.write_table(piece, row_group_size=piece.num_rows)
-                    rows += piece.num_rows
+                rows += _write_part(w, part, options)
         finally:
             w.close()
-        return FileEntry(path=path.name, rows=rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+        return _entry(path, rows)
     except OSError as exc:
         raise disk_error(exc, path.parent) from None
+
+
+MERGE_PIECES = 4  # a shard's waiting pieces are copied into one when there are this many
+
+
+class _Buffered:
+    """A first export's shards written while the rows are read (no spill): each shard's rows wait
+    in memory until they make a row group, and when all shards together hold more than ``budget``
+    bytes, the one holding most is written as a (smaller) row group. Same interface as
+    :class:`_Spill`'s ``write``; :meth:`close` writes what is left and returns the files."""
+
+    def __init__(self, staging: Path, plan: TablePlan, ids: list[int], options: ParquetOptions, budget: int):
+        self.staging, self.plan, self.ids, self.options, self.budget = staging, plan, ids, options, budget
+        n = len(ids)
+        self._pending: list[list[pa.Table]] = [[] for _ in range(n)]
+        self._sizes = [0] * n
+        self._total = 0
+        self._lock = threading.Lock()
+        self._write_locks = [threading.Lock() for _ in range(n)]
+        self._writers: dict[int, pq.ParquetWriter] = {}
+        self._rows = [0] * n
+
+    def _take(self, pos: int) -> tuple[int, list[pa.Table]]:
+        parts, self._pending[pos] = self._pending[pos], []
+        self._total -= self._sizes[pos]
+        self._sizes[pos] = 0
+        return pos, parts
+
+    def _add(self, pos: int, piece: pa.Table) -> None:
+        self._pending[pos].append(piece)
+        self._sizes[pos] += piece.nbytes
+        self._total += piece.nbytes
+
+    def write(self, pos: int, piece: pa.Table) -> None:
+        due, merge = [], None
+        with self._lock:
+            self._add(pos, piece)
+            if self._sizes[pos] >= self.options.row_group_bytes:
+                due.append(self._take(pos))
+            elif len(self._pending[pos]) >= MERGE_PIECES:
+                merge = self._take(pos)[1]
+            while self._total > self.budget:
+                due.append(self._take(int(np.argmax(self._sizes))))
+        if merge:
+            self._merge(pos, merge)
+        for p, parts in due:
+            self._encode(p, parts)
+
+    def _merge(self, pos: int, parts: list[pa.Table]) -> None:
+        """A piece is a slice of its read group: many small ones would keep many whole groups alive."""
+        merged = pa.concat_tables(parts).combine_chunks()
+        with self._lock:
+            self._add(pos, merged)
+
+    def _encode(self, pos: int, parts: list[pa.Table]) -> None:
+        part = _data(pa.concat_tables(parts), self.plan)
+        with self._write_locks[pos]:
+            w = self._writers.get(pos)
+            if w is None:
+                w = self._writers[pos] = parquet_writer(self.staging / shard_file(self.ids[pos]), self.plan.schema,
+                                                        self.options)
+            self._rows[pos] += _write_part(w, part, self.options)
+
+    def close(self, workers: int) -> dict[int, FileEntry]:
+        """Writes the rows still waiting and closes every shard (``workers`` threads); {position: file}."""
+
+        def finish(pos: int) -> tuple[int, FileEntry]:
+            self._writers[pos].close()
+            entry = _entry(self.staging / shard_file(self.ids[pos]), self._rows[pos])
+            entry.chunk = self.ids[pos]
+            return pos, entry
+
+        try:
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                list(pool.map(lambda item: self._encode(*item),
+                              [self._take(p) for p in range(len(self.ids)) if self._pending[p]]))
+                return dict(pool.map(finish, sorted(self._writers)))
+        except OSError as exc:
+            raise disk_error(exc, self.staging) from None
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        for w in self._writers.values():
+            with contextlib.suppress(Exception):
+                w.close()
+        self._writers.clear()
 
 
 def _data(table: pa.Table, plan: TablePlan) -> pa.Table:
@@ -598,42 +698,71 @@ def _estimate_shards(plan: TablePlan, shard_bytes: int, workers: int = 1) -> int
     return max(n, want)
 
 
+# A first export writes its shards while it reads (_Buffered) when that holds at most
+# BUFFER_BYTES of rows in memory and gives row groups of at least MIN_BUFFERED_GROUP bytes, at most
+# MAX_ROW_GROUPS / 2 of them per shard; else (a big table in many shards) each shard's rows are
+# spilled to disk first and written after the read (_Spill). 1M rows in 2 shards: 8.1 s buffered
+# against 9.4 s spilled (bench/run.py --tools ours,ours_clustered, 2026-12-02).
+BUFFER_BYTES = 128 << 20
+MIN_BUFFERED_GROUP = 1 << 20
+
+
+def _buffered(plan: TablePlan, shards: int, options: ParquetOptions) -> bool:
+    arrow = plan.pages * plan.info.block_size  # the rows in Arrow: ~0.94x the heap (1M rows of image: 1.00 GB, 1.06 GB)
+    group = min(options.row_group_bytes, BUFFER_BYTES // max(1, shards))
+    if group < MIN_BUFFERED_GROUP:
+        return False
+    return group == options.row_group_bytes or arrow / shards / group <= MAX_ROW_GROUPS // 2
+
+
 def _first_export(shared, plan, store, staging, options, progress, log, key, hash_columns, basis) -> ClusteredResult:
     cfg = plan.config
     cluster = list(cfg.cluster_by) + [key]
     n = _estimate_shards(plan, cfg.shard_bytes, options.workers)
     lowers = _sample_bounds(shared, plan, cluster, n)
     layout = _Layout(list(cfg.cluster_by), key, lowers, list(range(len(lowers))))
-    spill = _Spill(staging / "_spill", plan.schema.arrow, len(lowers))  # released rows, the table's columns only
+    ids = layout.ids
+    buffered = _buffered(plan, len(lowers), options.parquet)
+    # released rows, the table's columns only
+    sink = _Buffered(staging, plan, ids, options.parquet, BUFFER_BYTES) if buffered \
+        else _Spill(staging / "_spill", plan.schema.arrow, len(lowers))
     index = _IndexWriter(staging / INDEX, plan)
     progress.start(f"{plan.info.name}", plan.estimated_rows)
     try:
-        read = _read_rows(shared, plan, layout, None, spill, hash_columns, options.workers, options.batch_bytes, progress,
+        read = _read_rows(shared, plan, layout, None, sink, hash_columns, options.workers, options.batch_bytes, progress,
                           collect=False, index=index)
+    except BaseException:
+        if buffered:
+            sink.abort()
+        raise
     finally:
-        spill.close()
+        if not buffered:
+            sink.close()
         index_entry = index.close()
         progress.finish()
-    files: dict[int, FileEntry] = {}
+    if buffered:
+        files = sink.close(options.workers)
+    else:
+        files = {}
 
-    def one(pos: int) -> None:
-        """Shard ``pos`` from its spill (its released rows), in the order they were read: a sort
-        within the shard cost as much as the encoding and bought nothing measurable, the shard
-        already holds one range of the sort key. Streamed a row group at a time: memory does not
-        grow with the shard (one 256 MiB shard read whole took 2.2 GiB)."""
-        if not spill.holds(pos):
-            return  # no released row fell in its range
-        parts = (_data(t, plan) for t in spill.pieces(pos, options.parquet.row_group_bytes))
-        entry = _write(staging / shard_file(layout.ids[pos]), parts, plan, options.parquet)
-        spill.path(pos).unlink(missing_ok=True)
-        entry.chunk = layout.ids[pos]
-        files[pos] = entry
+        def one(pos: int) -> None:
+            """Shard ``pos`` from its spill (its released rows), in the order they were read: a sort
+            within the shard cost as much as the encoding and bought nothing measurable, the shard
+            already holds one range of the sort key. Streamed a row group at a time: memory does not
+            grow with the shard (one 256 MiB shard read whole took 2.2 GiB)."""
+            if not sink.holds(pos):
+                return  # no released row fell in its range
+            parts = (_data(t, plan) for t in sink.pieces(pos, options.parquet.row_group_bytes))
+            entry = _write(staging / shard_file(ids[pos]), parts, plan, options.parquet)
+            sink.path(pos).unlink(missing_ok=True)
+            entry.chunk = ids[pos]
+            files[pos] = entry
 
-    with ThreadPoolExecutor(max(1, options.workers)) as pool:
-        list(pool.map(one, range(len(lowers))))
-    shutil.rmtree(staging / "_spill", ignore_errors=True)
+        with ThreadPoolExecutor(max(1, options.workers)) as pool:
+            list(pool.map(one, range(len(lowers))))
+        shutil.rmtree(staging / "_spill", ignore_errors=True)
     # shards that received no released row are dropped; their ranges join the shard before them
-    shards = [{"id": layout.ids[p], "lower": layout.lowers[p], "path": files[p].path} for p in sorted(files)]
+    shards = [{"id": ids[p], "lower": layout.lowers[p], "path": files[p].path} for p in sorted(files)]
     if shards:
         shards[0]["lower"] = None
     released = sum(f.rows for f in files.values())
@@ -642,7 +771,8 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
                   "hash_scheme": HASH_SCHEME, "shards": shards, "index": index_entry,
                   "tombstones": _tombstones(shared, plan),
                   "refresh": {"mode": "first export", "rows_read": read.rows, "bytes_read": read.nbytes,
-                              "shards_written": len(files), "files_written": len(files), "files_reused": 0}}
+                              "shards_written": len(files), "files_written": len(files), "files_reused": 0,
+                              "written_while_reading": buffered}}
     if index_entry["rows"] != read.rows:
         raise UserError(f"{plan.info.name}: {read.rows} rows were read but the row index holds {index_entry['rows']}; "
                         f"nothing was committed to the store, rerun the export.")

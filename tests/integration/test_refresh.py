@@ -88,10 +88,34 @@ def assert_nothing_rewritten(c) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_first_export_shards_hold_disjoint_ranges_and_a_row_index(db, stores):
+# how the first export writes its shards: while it reads, a row group per shard at a time (the
+# default for this table); while it reads, with a memory budget so small that the shard holding
+# most is written (as a smaller row group) every few read groups; after the read, from a spill
+# (small read batches and groups there: each shard's pieces are a few KiB, and are merged)
+WRITING = {"buffered": {}, "buffered, budget flushes": {"BUFFER_BYTES": 2 << 20, "MIN_BUFFERED_GROUP": 64 << 10,
+                                                         "GROUP_BYTES": 128 << 10},
+           "spilled": {"BUFFER_BYTES": 1}}
+
+
+@pytest.mark.parametrize("writing", WRITING)
+def test_first_export_shards_hold_disjoint_ranges_and_a_row_index(db, stores, monkeypatch, writing):
+    from dataset_assets.export import refresh
+
+    for name, value in WRITING[writing].items():
+        monkeypatch.setattr(refresh, name, value)
+    merged = []
+    merge = refresh._Buffered._merge
+    monkeypatch.setattr(refresh._Buffered, "_merge", lambda self, pos, parts: (merged.append(len(parts)), merge(self, pos, parts)))
     store, _ = stores
-    m = first_export(db, D1, store)
+    m = first_export(db, D1, store, **({"batch_bytes": 64 << 10} if writing == "buffered, budget flushes" else {}))
     assert m.layout["kind"] == "clustered" and m.layout["refresh"]["mode"] == "first export"
+    assert m.layout["refresh"]["written_while_reading"] == (writing != "spilled")
+    groups = [pq.ParquetFile(store.local_path(f"snapshots/{D1}/{TABLE}/{f.path}")).num_row_groups for f in m.files]
+    if writing == "buffered, budget flushes":
+        assert max(groups) > 1, "a budget of 2 MiB over four shards of ~5 MiB writes several row groups per shard"
+        assert merged and set(merged) == {refresh.MERGE_PIECES}, merged
+    else:
+        assert groups == [1] * len(m.files), "a shard under one row group's size is one row group"
     assert m.changes is None
     assert len(m.files) >= 3, "20,000 rows at 1 MiB make several shards"
 

@@ -1,4 +1,4 @@
-"""The clustered layout's first export: its shard count and its bounded reading of the spill
+"""The clustered layout's first export: its shard count, whether it writes its shards while reading, and its bounded reading of the spill
 (export/refresh.py). A shard is streamed to its file, never read whole."""
 
 from __future__ import annotations
@@ -39,3 +39,18 @@ def test_spill_pieces_are_bounded_and_keep_every_row_in_order(tmp_path):
     assert len(pieces) == 8
     assert pa.concat_tables(pieces).column("k").to_pylist() == list(range(40_000))
     assert list(spill.pieces(0, 5 * one)) == []  # a shard that received nothing
+
+
+def test_shards_are_written_while_reading_when_their_row_groups_fit_the_budget():
+    from dataset_assets.export.shards import ParquetOptions
+
+    o = ParquetOptions()  # row groups of 32 MiB
+    # 1M rows of image (1.1 GB heap) in 2 shards, 5M in 4: a full row group each fits 128 MiB
+    assert refresh._buffered(_plan(1_100 * MiB), 2, o)
+    assert refresh._buffered(_plan(5_500 * MiB), 4, o)
+    # 1M rows in ~100 shards: row groups of ~1.3 MiB, ~8 of them per shard
+    assert refresh._buffered(_plan(1_100 * MiB), 99, o)
+    # 10M rows in 8 shards: 16 MiB row groups, ~80 per shard (more than MAX_ROW_GROUPS / 2)
+    assert not refresh._buffered(_plan(11_000 * MiB), 8, o)
+    # 10^9 rows in 1000 shards: row groups under MIN_BUFFERED_GROUP
+    assert not refresh._buffered(_plan(1_100_000 * MiB), 1000, o)
