@@ -94,7 +94,7 @@ _SK, _H1, _H2, _SHARD, _KEEP, _TAIL = "__sk", "__h1", "__h2", "__shard", "__keep
 _SKC = "__skc"                    # in the row index file: the sort key without its key part (a few distinct values)
 TAIL_SHARE = 4                    # a shard's tail folds into it once it holds more than 1/4 of the shard's rows
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
-GROUP_BYTES = 16 << 20            # read batches gathered before they are cut per shard (memory: two per worker)
+GROUP_BYTES = 8 << 20             # read batches gathered before they are cut per shard (memory: two per worker)
 MAX_ROW_GROUPS = 32               # a shard with more row groups is rewritten sorted (compacted)
 
 
@@ -520,6 +520,11 @@ class _Buffered:
                 w = self._writers[pos] = parquet_writer(self.staging / shard_file(self.ids[pos]), self.plan.schema,
                                                         self.options)
             self._rows[pos] += _write_part(w, part, self.options)
+        parts.clear()  # the caller's list: the pieces are freed here, not when it returns
+        del part
+        # the pool keeps freed pages of pieces, merges and encodes of many sizes: 5M rows in 4
+        # shards grew to 530 MiB without this, stayed under 470 MiB with it, no slower
+        pa.default_memory_pool().release_unused()
 
     def close(self, workers: int) -> dict[int, FileEntry]:
         """Writes the rows still waiting and closes every shard (``workers`` threads); {position: file}."""
@@ -699,20 +704,23 @@ def _estimate_shards(plan: TablePlan, shard_bytes: int, workers: int = 1) -> int
 
 
 # A first export writes its shards while it reads (_Buffered) when that holds at most
-# BUFFER_BYTES of rows in memory and gives row groups of at least MIN_BUFFERED_GROUP bytes, at most
-# MAX_ROW_GROUPS / 2 of them per shard; else (a big table in many shards) each shard's rows are
-# spilled to disk first and written after the read (_Spill). 1M rows in 2 shards: 8.1 s buffered
-# against 9.4 s spilled (bench/run.py --tools ours,ours_clustered, 2026-12-02).
-BUFFER_BYTES = 128 << 20
-MIN_BUFFERED_GROUP = 1 << 20
+# BUFFER_BYTES of rows in memory and gives row groups of at least FULL_BUFFERED_GROUP bytes (a
+# table in up to 8 shards), or of at least MIN_BUFFERED_GROUP and at most MAX_ROW_GROUPS of them
+# per shard (a small table in many small shards); else (a big table in many shards) each shard's
+# rows are spilled to disk first and written after the read (_Spill). 1M rows in 2 shards: 7.4-8.3 s
+# written while reading against 8.8-9.4 s spilled; 5M in 4: 38.5 s against 48.2 s (bench/run.py
+# --tools ours_clustered --measure whole-process, 2026-12-02).
+BUFFER_BYTES = 64 << 20
+FULL_BUFFERED_GROUP = 8 << 20
+MIN_BUFFERED_GROUP = 512 << 10
 
 
 def _buffered(plan: TablePlan, shards: int, options: ParquetOptions) -> bool:
     arrow = plan.pages * plan.info.block_size  # the rows in Arrow: ~0.94x the heap (1M rows of image: 1.00 GB, 1.06 GB)
     group = min(options.row_group_bytes, BUFFER_BYTES // max(1, shards))
-    if group < MIN_BUFFERED_GROUP:
-        return False
-    return group == options.row_group_bytes or arrow / shards / group <= MAX_ROW_GROUPS // 2
+    if group >= min(FULL_BUFFERED_GROUP, options.row_group_bytes):
+        return True
+    return group >= MIN_BUFFERED_GROUP and arrow / shards / group <= MAX_ROW_GROUPS
 
 
 def _first_export(shared, plan, store, staging, options, progress, log, key, hash_columns, basis) -> ClusteredResult:

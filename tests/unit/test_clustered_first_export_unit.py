@@ -45,12 +45,15 @@ def test_shards_are_written_while_reading_when_their_row_groups_fit_the_budget()
     from dataset_assets.export.shards import ParquetOptions
 
     o = ParquetOptions()  # row groups of 32 MiB
-    # 1M rows of image (1.1 GB heap) in 2 shards, 5M in 4: a full row group each fits 128 MiB
+    assert refresh.BUFFER_BYTES == 64 * MiB
+    # 1M rows of image (1.1 GB heap) in 2 shards: a full row group each
     assert refresh._buffered(_plan(1_100 * MiB), 2, o)
+    # 5M in 4, 10M in 8: row groups of 16 and 8 MiB
     assert refresh._buffered(_plan(5_500 * MiB), 4, o)
-    # 1M rows in ~100 shards: row groups of ~1.3 MiB, ~8 of them per shard
+    assert refresh._buffered(_plan(11_000 * MiB), 8, o)
+    # 1M rows in ~100 shards: row groups of ~0.65 MiB, ~17 of them per shard
     assert refresh._buffered(_plan(1_100 * MiB), 99, o)
-    # 10M rows in 8 shards: 16 MiB row groups, ~80 per shard (more than MAX_ROW_GROUPS / 2)
-    assert not refresh._buffered(_plan(11_000 * MiB), 8, o)
+    # 20M in 16 shards: 4 MiB row groups, ~340 per shard (more than MAX_ROW_GROUPS): spilled
+    assert not refresh._buffered(_plan(22_000 * MiB), 16, o)
     # 10^9 rows in 1000 shards: row groups under MIN_BUFFERED_GROUP
     assert not refresh._buffered(_plan(1_100_000 * MiB), 1000, o)
