@@ -17,9 +17,9 @@ First export (no previous snapshot to build on, or ``--full``)::
          the pieces appended to each shard's rows waiting in memory; a shard's waiting rows
          are written as a row group of its parquet file once they make one (or, when all
          shards together hold BUFFER_BYTES, those of the shard holding most)
-    a table too big for that (many shards: row groups too small or too many): the pieces go
-      to each shard's spill file (Arrow IPC), and after the read each shard is written from
-      its spill, in the order read
+    a table of more shards (row groups under MIN_BUFFERED_GROUP that way): the pieces go to
+      each shard's spill file (Arrow IPC), and after the read each shard is written from its
+      spill, in the order read
     each shard's file -> sha256; the row index (written as rows are read), manifest, commit
 
 Refresh (a previous snapshot of the same basis in the store)::
@@ -381,11 +381,22 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
 
 
 class _Known:
-    """The previous row index sorted by key, for lookups by binary search (no hash table built per batch)."""
+    """The previous row index's released rows, sorted by a 64-bit hash of their key, for lookups by
+    binary search (no hash table built per batch). Sorting 1M uuid keys as text took 0.97 s of a
+    3.35 s refresh (bench/refresh.py, S1); their hashes sort in a few tens of milliseconds. Keys
+    are compared too: equal hashes of different keys are told apart."""
+
+    _SEED = 0x5EED_0003
+
+    def _hash(self, keys: pl.Series) -> pl.Series:
+        return keys.hash(seed=self._SEED)
 
     def __init__(self, index: pl.DataFrame, key: str):
-        idx = index.filter(pl.col(_KEEP)).select(key, _H1, _H2).sort(key)
-        self.keys, self.h1, self.h2 = idx.get_column(key), idx.get_column(_H1), idx.get_column(_H2)
+        idx = index.filter(pl.col(_KEEP)).select(key, _H1, _H2)
+        kh = self._hash(idx.get_column(key))
+        order = kh.arg_sort()
+        self.kh = kh.gather(order)
+        self.keys, self.h1, self.h2 = (idx.get_column(c).gather(order) for c in (key, _H1, _H2))
 
     def _find(self, keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """(whether each key was released before, its position in the sorted keys, 0 if not)."""
@@ -393,10 +404,20 @@ class _Known:
         n = len(self.keys)
         if n == 0:
             return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
-        at = self.keys.search_sorted(keys).to_numpy().astype(np.int64)
+        h = self._hash(keys)
+        at = self.kh.search_sorted(h, side="left").to_numpy().astype(np.int64)
         inside = at < n
         at = np.where(inside, at, 0)
-        return inside & (self.keys.gather(at).to_numpy() == keys.to_numpy()), at
+        hit = inside & (self.kh.gather(at) == h).to_numpy()
+        found = hit & (self.keys.gather(at) == keys).fill_null(False).to_numpy()
+        for i in map(int, np.flatnonzero(hit & ~found)):  # another key with the same hash first: walk its run
+            j = int(at[i]) + 1
+            while j < n and self.kh[j] == h[i]:
+                if self.keys[j] == keys[i]:
+                    at[i], found[i] = j, True
+                    break
+                j += 1
+        return found, at
 
     def released(self, keys: pl.Series) -> np.ndarray:
         """Whether each key was released before."""
@@ -704,23 +725,19 @@ def _estimate_shards(plan: TablePlan, shard_bytes: int, workers: int = 1) -> int
 
 
 # A first export writes its shards while it reads (_Buffered) when that holds at most
-# BUFFER_BYTES of rows in memory and gives row groups of at least FULL_BUFFERED_GROUP bytes (a
-# table in up to 8 shards), or of at least MIN_BUFFERED_GROUP and at most MAX_ROW_GROUPS of them
-# per shard (a small table in many small shards); else (a big table in many shards) each shard's
-# rows are spilled to disk first and written after the read (_Spill). 1M rows in 2 shards: 7.4-8.3 s
-# written while reading against 8.8-9.4 s spilled; 5M in 4: 38.5 s against 48.2 s (bench/run.py
-# --tools ours_clustered --measure whole-process, 2026-12-02).
+# BUFFER_BYTES of rows in memory and still gives row groups of at least MIN_BUFFERED_GROUP bytes
+# (up to 8 shards); else each shard's rows are spilled to disk first and written after the read
+# (_Spill), in row groups as big as the shard allows. 1M rows in 2 shards: 7.4-8.3 s written
+# while reading against 8.8-9.4 s spilled; 5M in 4: 34.8-38.5 s against 48.2 s (bench/run.py
+# --tools ours_clustered --measure whole-process, 2026-12-02). 1M rows in 99 shards of ~2 MB
+# (make bench-refresh): 11.1-14.2 s written while reading in row groups of 0.6 MiB, 5 % more
+# bytes, against 9.4-9.8 s spilled, one row group per shard.
 BUFFER_BYTES = 64 << 20
-FULL_BUFFERED_GROUP = 8 << 20
-MIN_BUFFERED_GROUP = 512 << 10
+MIN_BUFFERED_GROUP = 8 << 20
 
 
-def _buffered(plan: TablePlan, shards: int, options: ParquetOptions) -> bool:
-    arrow = plan.pages * plan.info.block_size  # the rows in Arrow: ~0.94x the heap (1M rows of image: 1.00 GB, 1.06 GB)
-    group = min(options.row_group_bytes, BUFFER_BYTES // max(1, shards))
-    if group >= min(FULL_BUFFERED_GROUP, options.row_group_bytes):
-        return True
-    return group >= MIN_BUFFERED_GROUP and arrow / shards / group <= MAX_ROW_GROUPS
+def _buffered(shards: int, options: ParquetOptions) -> bool:
+    return min(options.row_group_bytes, BUFFER_BYTES // max(1, shards)) >= min(MIN_BUFFERED_GROUP, options.row_group_bytes)
 
 
 def _first_export(shared, plan, store, staging, options, progress, log, key, hash_columns, basis) -> ClusteredResult:
@@ -730,7 +747,7 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
     lowers = _sample_bounds(shared, plan, cluster, n)
     layout = _Layout(list(cfg.cluster_by), key, lowers, list(range(len(lowers))))
     ids = layout.ids
-    buffered = _buffered(plan, len(lowers), options.parquet)
+    buffered = _buffered(len(lowers), options.parquet)
     # released rows, the table's columns only
     sink = _Buffered(staging, plan, ids, options.parquet, BUFFER_BYTES) if buffered \
         else _Spill(staging / "_spill", plan.schema.arrow, len(lowers))
@@ -915,7 +932,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             return out
 
     side = Background(side_queries)
-    before = _Known(index, key)  # the released rows by key, sorted once (the read's lookups, the feed's insert/update)
+    before = _Known(index, key)  # the released rows by key hash, sorted once (the read's lookups, the feed's insert/update)
     # every row is read (mode content): count(*) with the filters as well, as a first export does
     counting = count() if previous is None and count is not None else None
     progress.start(f"{table} changes since {base_date}", None)

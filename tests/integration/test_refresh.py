@@ -92,7 +92,7 @@ def assert_nothing_rewritten(c) -> None:
 # default for this table); while it reads, with a memory budget so small that the shard holding
 # most is written (as a smaller row group) every few read groups; after the read, from a spill
 # (small read batches and groups there: each shard's pieces are a few KiB, and are merged)
-WRITING = {"buffered": {}, "buffered, budget flushes": {"BUFFER_BYTES": 2 << 20, "MIN_BUFFERED_GROUP": 64 << 10,
+WRITING = {"buffered": {}, "buffered, budget flushes": {"BUFFER_BYTES": 2 << 20, "MIN_BUFFERED_GROUP": 256 << 10,
                                                          "GROUP_BYTES": 128 << 10},
            "spilled": {"BUFFER_BYTES": 1}}
 

@@ -46,14 +46,35 @@ def test_shards_are_written_while_reading_when_their_row_groups_fit_the_budget()
 
     o = ParquetOptions()  # row groups of 32 MiB
     assert refresh.BUFFER_BYTES == 64 * MiB
-    # 1M rows of image (1.1 GB heap) in 2 shards: a full row group each
-    assert refresh._buffered(_plan(1_100 * MiB), 2, o)
-    # 5M in 4, 10M in 8: row groups of 16 and 8 MiB
-    assert refresh._buffered(_plan(5_500 * MiB), 4, o)
-    assert refresh._buffered(_plan(11_000 * MiB), 8, o)
-    # 1M rows in ~100 shards: row groups of ~0.65 MiB, ~17 of them per shard
-    assert refresh._buffered(_plan(1_100 * MiB), 99, o)
-    # 20M in 16 shards: 4 MiB row groups, ~340 per shard (more than MAX_ROW_GROUPS): spilled
-    assert not refresh._buffered(_plan(22_000 * MiB), 16, o)
-    # 10^9 rows in 1000 shards: row groups under MIN_BUFFERED_GROUP
-    assert not refresh._buffered(_plan(1_100_000 * MiB), 1000, o)
+    # 1M rows of image in 2 shards: a full row group each; 5M in 4, 10M in 8: 16 and 8 MiB
+    assert refresh._buffered(2, o)
+    assert refresh._buffered(4, o)
+    assert refresh._buffered(8, o)
+    # more shards: row groups under MIN_BUFFERED_GROUP, spilled instead
+    assert not refresh._buffered(9, o)
+    assert not refresh._buffered(99, o)
+    # small row groups asked for: a full one each while they fit
+    assert refresh._buffered(60, ParquetOptions(row_group_bytes=1 * MiB))
+
+
+class _FewHashes(refresh._Known):
+    """Three hash values for every key: most lookups meet other keys with the same hash first."""
+
+    def _hash(self, keys):
+        return keys.hash(seed=1) % 3
+
+
+def test_known_rows_are_found_by_key_hash_and_told_apart_by_key():
+    import numpy as np
+    import polars as pl
+
+    keys = [f"k{i:04d}" for i in range(300)]
+    index = pl.DataFrame({"id": keys, refresh._KEEP: [i % 10 != 0 for i in range(300)],
+                          refresh._H1: np.arange(300, dtype=np.uint64), refresh._H2: np.arange(300, dtype=np.uint64) + 7})
+    probe = pl.Series("id", ["k0005", "k0010", "nope", "k0299", "k0000", "k0123"])
+    for known in (refresh._Known(index, "id"), _FewHashes(index, "id")):
+        # k0010 and k0000 are in the index but not released; "nope" is not there at all
+        assert known.released(probe).tolist() == [True, False, False, True, False, True]
+        h1 = pl.Series(np.array([5, 10, 0, 299, 0, 999], dtype=np.uint64))
+        h2 = h1 + 7
+        assert known.unchanged(probe, h1, h2).tolist() == [True, False, False, True, False, False]
