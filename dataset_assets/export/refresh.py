@@ -13,7 +13,7 @@ First export (no previous snapshot to build on, or ``--full``)::
 
     sample of the sort key (TABLESAMPLE)      -> shard boundaries, ~shard_bytes each
     N workers, ctid ranges, one Postgres snapshot, rows with the filters' verdict
-      -> per 16 MiB of batches: sort keys, row hashes, one gather into a piece per shard,
+      -> per GROUP_BYTES (8 MiB) of batches: sort keys, row hashes, one gather into a piece per shard,
          the pieces appended to each shard's rows waiting in memory; a shard's waiting rows
          are written as a row group of its parquet file once they make one (or, when all
          shards together hold BUFFER_BYTES, those of the shard holding most)
