@@ -78,3 +78,26 @@ def test_known_rows_are_found_by_key_hash_and_told_apart_by_key():
         h1 = pl.Series(np.array([5, 10, 0, 299, 0, 999], dtype=np.uint64))
         h2 = h1 + 7
         assert known.unchanged(probe, h1, h2).tolist() == [True, False, False, True, False, False]
+
+
+def test_a_row_group_with_its_changes_applied():
+    import random
+
+    import polars as pl
+
+    rg = pa.table({"id": [f"k{i:03d}" for i in range(200)], "v": list(range(200))})
+    rnd = random.Random(7)
+    cases = [(set(), ["k199"]),                       # the last row updated
+             ({"k000", "k150"}, ["k001", "k199"]),     # a few changes
+             (set(), [f"k{i:03d}" for i in range(200)]),  # every row updated
+             (set(f"k{i:03d}" for i in range(200)), [])]  # every row deleted
+    for _ in range(30):
+        ids = rg.column("id").to_pylist()
+        cases.append((set(rnd.sample(ids, rnd.randint(0, 30))), rnd.sample(ids, rnd.randint(0, 60))))
+    for out, upd in cases:
+        upd = [k for k in upd if k not in out]
+        rnd.shuffle(upd)
+        upd_tbl = pa.table({"id": upd, "v": [1000 + int(k[1:]) for k in upd]}) if upd else None
+        got = refresh._apply(rg, "id", pl.Series(sorted(out), dtype=pl.String), pl.Series(upd, dtype=pl.String), upd_tbl)
+        want = [(k, 1000 + int(k[1:]) if k in upd else int(k[1:])) for k in rg.column("id").to_pylist() if k not in out]
+        assert list(zip(got.column("id").to_pylist(), got.column("v").to_pylist())) == want
