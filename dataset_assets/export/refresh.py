@@ -727,11 +727,11 @@ def _estimate_shards(plan: TablePlan, shard_bytes: int, workers: int = 1) -> int
 # A first export writes its shards while it reads (_Buffered) when that holds at most
 # BUFFER_BYTES of rows in memory and still gives row groups of at least MIN_BUFFERED_GROUP bytes
 # (up to 8 shards); else each shard's rows are spilled to disk first and written after the read
-# (_Spill), in row groups as big as the shard allows. 1M rows in 2 shards: 7.4-8.3 s written
+# (_Spill), in row groups as big as the shard allows. 1M rows in 2 shards: 7.3-8.3 s written
 # while reading against 8.8-9.4 s spilled; 5M in 4: 34.8-40.0 s against 48.2 s (bench/run.py
 # --tools ours_clustered --measure whole-process, 2026-12-02). 1M rows in 99 shards of ~2 MB
 # (make bench-refresh): 11.1-14.2 s written while reading in row groups of 0.6 MiB, 5 % more
-# bytes, against 9.4-9.8 s spilled, one row group per shard.
+# bytes, against 9.4-12.3 s spilled, one row group per shard (runs half an hour apart).
 BUFFER_BYTES = 64 << 20
 MIN_BUFFERED_GROUP = 8 << 20
 
