@@ -462,10 +462,6 @@ def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) ->
     return part.num_rows
 
 
-def _entry(path: Path, rows: int) -> FileEntry:
-    return FileEntry(path=path.name, rows=rows, bytes=path.stat().st_size, sha256=sha256_file(path))
-
-
 def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: ParquetOptions) -> FileEntry:
     """``parts`` as consecutive row groups of one file (a part bigger than a row group is cut)."""
     try:
@@ -476,7 +472,7 @@ def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: Parq
                 rows += _write_part(w, part, options)
         finally:
             w.close()
-        return _entry(path, rows)
+        return FileEntry.written(path, rows)
     except OSError as exc:
         raise disk_error(exc, path.parent) from None
 
@@ -552,9 +548,7 @@ class _Buffered:
 
         def finish(pos: int) -> tuple[int, FileEntry]:
             self._writers[pos].close()
-            entry = _entry(self.staging / shard_file(self.ids[pos]), self._rows[pos])
-            entry.chunk = self.ids[pos]
-            return pos, entry
+            return pos, FileEntry.written(self.staging / shard_file(self.ids[pos]), self._rows[pos], chunk=self.ids[pos])
 
         try:
             with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -1139,8 +1133,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                 feed += in_place(main_path, False)
             else:
                 f = old_files[main_path]
-                reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=sid,
-                                        reused_from=f.reused_from or base_date))
+                reused.append(f.reused_in(base_date, sid))
             if tail_new is not None and sum(g.num_rows for g in tail_new):
                 shard["tail"] = tail_path or tail_file(sid)
                 pieces.append((shard, _write(staging / shard["tail"], tail_new, plan, options.parquet)))
@@ -1150,8 +1143,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             elif tail_new is None and tail_path:
                 shard["tail"] = tail_path
                 f = old_files[tail_path]
-                reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=sid,
-                                        reused_from=f.reused_from or base_date))
+                reused.append(f.reused_in(base_date, sid))
             main_bytes = pieces[0][1].bytes if rewritten else old_files[main_path].bytes
             if main_bytes > 2 * cfg.shard_bytes:
                 for _, e in pieces:
@@ -1194,8 +1186,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         for path in (s["path"], s.get("tail")):
             if path:
                 f = old_files[path]
-                files.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=sid,
-                                       reused_from=f.reused_from or base_date))
+                files.append(f.reused_in(base_date, sid))
                 reuse[f.path] = f"{base_prefix}/{f.path}"
         out_shards.append(dict(s))
     if out_shards:
@@ -1381,7 +1372,7 @@ def _write_changes(staging: Path, parts: list[pa.Table], plan: TablePlan, m: Man
         w.write_table(table, row_group_size=max(1, _row_group_rows(table, options.parquet)) if table.num_rows else 1)
     finally:
         w.close()
-    entry = FileEntry(path=f"{CHANGES_DIR}/{path.name}", rows=table.num_rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+    entry = FileEntry.written(path, table.num_rows, name=f"{CHANGES_DIR}/{path.name}")
     ops = table.column(CHANGE_COLUMN).to_pylist()
     return {"base_snapshot": base_date, "base_root_hash": m.root_hash, "files": [dataclasses.asdict(entry)],
             "inserted": ops.count("insert"), "updated": ops.count("update"), "deleted": ops.count("delete"),

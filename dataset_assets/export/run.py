@@ -310,8 +310,7 @@ def _plan_incremental(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, 
     if base is not None:
         for f in base.files:
             if f.chunk not in changed_set:
-                reused.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, chunk=f.chunk,
-                                        reused_from=f.reused_from or base_date))
+                reused.append(f.reused_in(base_date, f.chunk))
                 reuse[f.path] = f"{table_prefix(base_date, plan.info.name)}/{f.path}"
     units = [(run[0], chunking_mod.chunk_sql(plan, boundaries, run[0], run[-1]), [chunking_mod.chunk_rows(fps[c]) for c in run])
              for run in chunking_mod.runs([c for c in changed if c in fps])]

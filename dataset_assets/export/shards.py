@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataset_assets.errors import StoreError, UserError
-from dataset_assets.storage.manifest import FileEntry, sha256_file
+from dataset_assets.storage.manifest import FileEntry
 from dataset_assets.source.types import TableSchema
 
 MiB = 1 << 20
@@ -129,7 +129,7 @@ class ShardWriter:
         self._writer.close()
         self._writer = None
         path = self._path
-        entry = FileEntry(path=path.name, rows=self._rows_in_file, bytes=path.stat().st_size, sha256=sha256_file(path), chunk=self.unit)
+        entry = FileEntry.written(path, self._rows_in_file, chunk=self.unit)
         self.files.append(entry)
         self._part += 1
 

@@ -32,6 +32,18 @@ class FileEntry:
     chunk: int | None = None
     reused_from: str | None = None   # snapshot date whose identical file this is
 
+    @classmethod
+    def written(cls, path: Path, rows: int, name: str | None = None, chunk: int | None = None) -> FileEntry:
+        """The entry of a file just written at ``path`` (``name`` in the table folder, default its
+        file name): its size and sha256 read from disk."""
+        return cls(path=name or path.name, rows=rows, bytes=path.stat().st_size, sha256=sha256_file(path), chunk=chunk)
+
+    def reused_in(self, base_date: str, chunk: int | None) -> FileEntry:
+        """This file of snapshot ``base_date`` in a later snapshot, byte for byte (``reused_from``:
+        the snapshot that wrote it)."""
+        return FileEntry(path=self.path, rows=self.rows, bytes=self.bytes, sha256=self.sha256, chunk=chunk,
+                         reused_from=self.reused_from or base_date)
+
 
 @dataclass
 class Manifest:
