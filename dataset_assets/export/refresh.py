@@ -218,16 +218,27 @@ class _Spill:
         return self.directory / f"{pos:06d}.arrow"
 
     def write(self, pos: int, piece: pa.Table) -> None:
-        with self._locks[pos]:
-            w = self._writers.get(pos)
-            if w is None:
-                w = pa.ipc.new_stream(str(self.path(pos)), self.schema, options=_SPILL_WRITE)
-                self._writers[pos] = w
-            w.write_table(piece)
+        try:
+            with self._locks[pos]:
+                w = self._writers.get(pos)
+                if w is None:
+                    w = pa.ipc.new_stream(str(self.path(pos)), self.schema, options=_SPILL_WRITE)
+                    self._writers[pos] = w
+                w.write_table(piece)
+        except OSError as exc:
+            raise disk_error(exc, self.directory) from None
 
     def close(self) -> None:
+        try:
+            for w in self._writers.values():
+                w.close()
+        except OSError as exc:
+            raise disk_error(exc, self.directory) from None
+
+    def abort(self) -> None:
         for w in self._writers.values():
-            w.close()
+            with contextlib.suppress(Exception):
+                w.close()
 
     def holds(self, pos: int) -> bool:
         """Whether any row was spilled to shard ``pos`` (a piece is written only when it has rows)."""
@@ -279,14 +290,15 @@ def spill_schema(plan: TablePlan) -> pa.Schema:
     return pa.schema(list(plan.schema.arrow) + extra)
 
 
-def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previous, spill: _Spill,
+def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previous, sink: "_Spill | _Buffered",
                hash_columns: list[str], workers: int, batch_bytes: int, progress: Progress, collect: bool,
                known: "_Known | None" = None, index: "_IndexWriter | None" = None) -> _Read:
     """Every row (``previous`` None) or the candidates since ``previous``, over ``workers``
-    connections by heap range; each goes to its shard's spill with its sort key, hashes and the
-    filters' verdict. ``collect``: also keep those facts of every row in memory (a refresh's
-    candidates). ``index``: write every row's facts into this row index as they are read (a first
-    export; only released rows are spilled then). ``known``: the
+    connections by heap range; each goes to its shard in ``sink`` (a spill, or a first export's
+    shards written while reading) with its sort key, hashes and the filters' verdict. ``collect``:
+    also keep those facts of every row in memory (a refresh's candidates). ``index``: write every
+    row's facts into this row index as they are read (a first export; only released rows, the
+    table's columns only, go to the sink then). ``known``: the
     previous row index; a released row whose hash is the one it had there (unchanged, or changed
     only in volatile columns) is not spilled, as nothing will be written from it."""
     units = list(plan.ranges)
@@ -314,7 +326,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
             full, spilled = table, np.flatnonzero(keep_np)
         else:
             full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
-                                         pa.array(keep_np)], schema=spill.schema)
+                                         pa.array(keep_np)], schema=sink.schema)
             if known is not None and len(pos):
                 spilled = np.flatnonzero(~(known.unchanged(pl.from_arrow(table.column(layout.key)), h1, h2) & keep_np))
             else:
@@ -327,7 +339,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
             ends = np.concatenate([cuts, [len(order)]])
             taken = full.take(pa.array(order))
             for a, b in zip(starts, ends):
-                spill.write(int(sorted_pos[a]), taken.slice(int(a), int(b - a)))
+                sink.write(int(sorted_pos[a]), taken.slice(int(a), int(b - a)))
         with lock:
             if f is not None:
                 facts.append(f)
@@ -531,19 +543,22 @@ class _Buffered:
 
     def _encode(self, pos: int, parts: list[pa.Table]) -> None:
         part = _data(pa.concat_tables(parts), self.plan)
-        with self._write_locks[pos]:
-            w = self._writers.get(pos)
-            if w is None:
-                w = self._writers[pos] = parquet_writer(self.staging / shard_file(self.ids[pos]), self.plan.schema,
-                                                        self.options)
-            self._rows[pos] += _write_part(w, part, self.options)
+        try:
+            with self._write_locks[pos]:
+                w = self._writers.get(pos)
+                if w is None:
+                    w = self._writers[pos] = parquet_writer(self.staging / shard_file(self.ids[pos]), self.plan.schema,
+                                                            self.options)
+                self._rows[pos] += _write_part(w, part, self.options)
+        except OSError as exc:
+            raise disk_error(exc, self.staging) from None
         parts.clear()  # the caller's list: the pieces are freed here, not when it returns
         del part
         # the pool keeps freed pages of pieces, merges and encodes of many sizes: 5M rows in 4
         # shards grew to 530 MiB without this, stayed under 470 MiB with it, no slower
         pa.default_memory_pool().release_unused()
 
-    def close(self, workers: int) -> dict[int, FileEntry]:
+    def finish(self, workers: int) -> dict[int, FileEntry]:
         """Writes the rows still waiting and closes every shard (``workers`` threads); {position: file}."""
 
         def finish(pos: int) -> tuple[int, FileEntry]:
@@ -751,35 +766,12 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
         read = _read_rows(shared, plan, layout, None, sink, hash_columns, options.workers, options.batch_bytes, progress,
                           collect=False, index=index)
     except BaseException:
-        if buffered:
-            sink.abort()
+        sink.abort()
         raise
     finally:
-        if not buffered:
-            sink.close()
         index_entry = index.close()
         progress.finish()
-    if buffered:
-        files = sink.close(options.workers)
-    else:
-        files = {}
-
-        def one(pos: int) -> None:
-            """Shard ``pos`` from its spill (its released rows), in the order they were read: a sort
-            within the shard cost as much as the encoding and bought nothing measurable, the shard
-            already holds one range of the sort key. Streamed a row group at a time: memory does not
-            grow with the shard (one 256 MiB shard read whole took 2.2 GiB)."""
-            if not sink.holds(pos):
-                return  # no released row fell in its range
-            parts = (_data(t, plan) for t in sink.pieces(pos, options.parquet.row_group_bytes))
-            entry = _write(staging / shard_file(ids[pos]), parts, plan, options.parquet)
-            sink.path(pos).unlink(missing_ok=True)
-            entry.chunk = ids[pos]
-            files[pos] = entry
-
-        with ThreadPoolExecutor(max(1, options.workers)) as pool:
-            list(pool.map(one, range(len(lowers))))
-        shutil.rmtree(staging / "_spill", ignore_errors=True)
+    files = sink.finish(options.workers) if buffered else _write_spilled(sink, staging, plan, ids, options)
     # shards that received no released row are dropped; their ranges join the shard before them
     shards = [{"id": ids[p], "lower": layout.lowers[p], "path": files[p].path} for p in sorted(files)]
     if shards:
@@ -799,6 +791,29 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
                            {"rows_read": read.rows, "bytes_read": read.nbytes, "index_released_rows": released})
 
 
+def _write_spilled(spill: _Spill, staging: Path, plan: TablePlan, ids: list[int], options) -> dict[int, FileEntry]:
+    """Each shard from its spill (its released rows), in the order they were read: a sort within
+    the shard cost as much as the encoding and bought nothing measurable, the shard already holds
+    one range of the sort key. Streamed a row group at a time: memory does not grow with the shard
+    (one 256 MiB shard read whole took 2.2 GiB). {position: file} of the shards that hold rows."""
+    spill.close()
+    files: dict[int, FileEntry] = {}
+
+    def one(pos: int) -> None:
+        if not spill.holds(pos):
+            return  # no released row fell in its range
+        parts = (_data(t, plan) for t in spill.pieces(pos, options.parquet.row_group_bytes))
+        entry = _write(staging / shard_file(ids[pos]), parts, plan, options.parquet)
+        spill.path(pos).unlink(missing_ok=True)
+        entry.chunk = ids[pos]
+        files[pos] = entry
+
+    with ThreadPoolExecutor(max(1, options.workers)) as pool:
+        list(pool.map(one, range(len(ids))))
+    shutil.rmtree(spill.directory, ignore_errors=True)
+    return files
+
+
 class _IndexWriter:
     """The row index (``_index.parquet``): key, the cluster part of the sort key, shard, released,
     hashes, in the tail; row groups as rows come. The sort key's cluster part is a few distinct
@@ -813,8 +828,11 @@ class _IndexWriter:
                                  pa.field(_H1, pa.uint64()), pa.field(_H2, pa.uint64()), pa.field(_TAIL, pa.bool_())])
         codecs = {name: "lz4" for name in self.schema.names}
         codecs[self.key] = "zstd"
-        self._writer = pq.ParquetWriter(str(path), self.schema, compression=codecs, write_statistics=False,
-                                        use_dictionary=[_SKC, _SHARD])
+        try:
+            self._writer = pq.ParquetWriter(str(path), self.schema, compression=codecs, write_statistics=False,
+                                            use_dictionary=[_SKC, _SHARD])
+        except OSError as exc:
+            raise disk_error(exc, path.parent) from None
         self._lock = threading.Lock()
         self.rows = 0
 
@@ -824,13 +842,19 @@ class _IndexWriter:
         cols = [keys, _arrow(skc).cast(pa.string()), pa.array(np.asarray(shard_ids, np.int32)), _arrow(keep),
                 _arrow(h1), _arrow(h2), _arrow(tail) if tail is not None else pa.array(np.zeros(n, bool))]
         part = pa.Table.from_arrays(cols, schema=self.schema)
-        with self._lock:
-            self._writer.write_table(part, row_group_size=max(1, n))
-            self.rows += n
+        try:
+            with self._lock:
+                self._writer.write_table(part, row_group_size=max(1, n))
+                self.rows += n
+        except OSError as exc:
+            raise disk_error(exc, self.path.parent) from None
 
     def close(self) -> dict:
-        self._writer.close()
-        return {"path": INDEX, "rows": self.rows, "bytes": self.path.stat().st_size, "sha256": sha256_file(self.path)}
+        try:
+            self._writer.close()
+            return {"path": INDEX, "rows": self.rows, "bytes": self.path.stat().st_size, "sha256": sha256_file(self.path)}
+        except OSError as exc:
+            raise disk_error(exc, self.path.parent) from None
 
 
 def _arrow(values):

@@ -92,22 +92,25 @@ def assert_nothing_rewritten(c) -> None:
 # default for this table); while it reads, with a memory budget so small that the shard holding
 # most is written (as a smaller row group) every few read groups; after the read, from a spill
 # (small read batches and groups there: each shard's pieces are a few KiB, and are merged)
-WRITING = {"buffered": {}, "buffered, budget flushes": {"BUFFER_BYTES": 2 << 20, "MIN_BUFFERED_GROUP": 256 << 10,
-                                                         "GROUP_BYTES": 128 << 10},
-           "spilled": {"BUFFER_BYTES": 1}}
+# {way: (the engine's settings, the export's options)}
+WRITING = {"buffered": ({}, {}),
+           "buffered, budget flushes": ({"BUFFER_BYTES": 2 << 20, "MIN_BUFFERED_GROUP": 256 << 10, "GROUP_BYTES": 128 << 10},
+                                        {"batch_bytes": 64 << 10}),
+           "spilled": ({"BUFFER_BYTES": 1}, {})}
 
 
 @pytest.mark.parametrize("writing", WRITING)
 def test_first_export_shards_hold_disjoint_ranges_and_a_row_index(db, stores, monkeypatch, writing):
     from dataset_assets.export import refresh
 
-    for name, value in WRITING[writing].items():
+    settings, options = WRITING[writing]
+    for name, value in settings.items():
         monkeypatch.setattr(refresh, name, value)
     merged = []
     merge = refresh._Buffered._merge
     monkeypatch.setattr(refresh._Buffered, "_merge", lambda self, pos, parts: (merged.append(len(parts)), merge(self, pos, parts)))
     store, _ = stores
-    m = first_export(db, D1, store, **({"batch_bytes": 64 << 10} if writing == "buffered, budget flushes" else {}))
+    m = first_export(db, D1, store, **options)
     assert m.layout["kind"] == "clustered" and m.layout["refresh"]["mode"] == "first export"
     assert m.layout["refresh"]["written_while_reading"] == (writing != "spilled")
     groups = [pq.ParquetFile(store.local_path(f"snapshots/{D1}/{TABLE}/{f.path}")).num_row_groups for f in m.files]
@@ -150,6 +153,34 @@ def test_first_export_shards_hold_disjoint_ranges_and_a_row_index(db, stores, mo
     for path, t in tables.items():
         ks = t.column(KEY).to_pylist()
         assert len(ks) == len(set(ks)), f"{path} holds a key twice"
+
+
+@pytest.mark.parametrize("full", ["row index", "shards written while reading", "spill"])
+def test_disk_full_during_a_first_export_is_one_sentence_and_leaves_nothing(db, stores, monkeypatch, full):
+    """The file named goes to /dev/full, so the kernel answers ENOSPC for real while the rows are
+    read: the user reads that the disk is full, nothing is committed, and a rerun completes."""
+    from pathlib import Path
+
+    from dataset_assets.errors import StoreError
+    from dataset_assets.export import refresh
+
+    store, _ = stores
+    with monkeypatch.context() as m:
+        if full == "row index":
+            real = pq.ParquetWriter
+            m.setattr(pq, "ParquetWriter", lambda where, *a, **kw: real(open("/dev/full", "wb", buffering=0), *a, **kw))
+        elif full == "shards written while reading":  # a budget so small that row groups are written during the read
+            m.setattr(refresh, "BUFFER_BYTES", 1 << 20)
+            m.setattr(refresh, "MIN_BUFFERED_GROUP", 64 << 10)
+            m.setattr(refresh, "shard_file", lambda shard_id: "/dev/full")  # staging / "/dev/full" is /dev/full
+        else:
+            m.setattr(refresh, "BUFFER_BYTES", 1)
+            m.setattr(refresh._Spill, "path", lambda self, pos: Path("/dev/full"))
+        with pytest.raises(StoreError, match=r"is full; free space"):
+            first_export(db, D1, store)
+    assert not store.exists(f"snapshots/{D1}/{TABLE}")
+    assert list((store.root / ".staging").glob("*")) == []
+    assert first_export(db, D1, store).row_count == released_count(db)
 
 
 # ---------------------------------------------------------------------------------------------
