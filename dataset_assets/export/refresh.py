@@ -94,7 +94,7 @@ _SK, _H1, _H2, _SHARD, _KEEP, _TAIL = "__sk", "__h1", "__h2", "__shard", "__keep
 _SKC = "__skc"                    # in the row index file: the sort key without its key part (a few distinct values)
 TAIL_SHARE = 4                    # a shard's tail folds into it once it holds more than 1/4 of the shard's rows
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
-GROUP_BYTES = 8 << 20             # read batches gathered before they are cut per shard (memory: two per worker)
+GROUP_BYTES = 8 << 20             # read batches gathered before they are cut per shard (memory: one per worker, and its copies)
 MAX_ROW_GROUPS = 32               # a shard with more row groups is rewritten sorted (compacted)
 
 
@@ -302,6 +302,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     previous row index; a released row whose hash is the one it had there (unchanged, or changed
     only in volatile columns) is not spilled, as nothing will be written from it."""
     units = list(plan.ranges)
+    shard_ids = np.asarray(layout.ids, np.int32)  # a shard's position -> its id
     lock = threading.Lock()
     facts: list[pl.DataFrame] = []
     totals = {"rows": 0, "nbytes": 0}
@@ -322,7 +323,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         f = pl.DataFrame({layout.key: pl.from_arrow(table.column(layout.key)), _SK: sk, _SKC: skc, _H1: h1, _H2: h2,
                           _KEEP: keep_np, _SHARD: pos}) if collect else None
         if index is not None:  # a first export: its released rows are spilled, the table's columns only
-            index.write(table.column(layout.key), skc, np.asarray(layout.ids, np.int32)[pos], keep_np, h1, h2)
+            index.write(table.column(layout.key), skc, shard_ids[pos], keep_np, h1, h2)
             full, spilled = table, np.flatnonzero(keep_np)
         else:
             full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
