@@ -14,8 +14,11 @@ the previous release (or was left out by its filters). So:
   snapshot is fewer than 2^31 transactions old (:func:`xid_distance` is checked first; rows
   frozen before 9.4 have the special xmin 2, whose age is 2^31-1: never a candidate, as
   such a row cannot have changed).
-* **unchanged rows**: counted only (``count(*)`` over the heap tuples' headers, no column
-  decoded): the count tells whether rows were deleted; only then are their keys read.
+* **unchanged rows**: counted only, as every row of the table less the candidates read: a
+  plain ``count(*)`` skips the tuples of the pages the visibility map marks all-visible (most
+  of a vacuumed table), where any condition on ``xmin`` would visit each (1M rows: ~100 ms of
+  server CPU against ~320 ms). The count tells whether rows were deleted; only then are their
+  keys read.
 * **tombstones**: tombstone rows added since are read by key (their rows leave the
   release); tombstone rows removed since are seen by the count of the older ones, and then
   the refresh does not trust the previous release (``export/refresh.py``).
@@ -86,9 +89,9 @@ def read_sql(plan: TablePlan, previous: TxidSnapshot | None, lo: int | None, hi:
     return f"SELECT {', '.join(cols)} FROM {quote_ident(plan.info.name)} AS t{where}"
 
 
-def unchanged_count_sql(plan: TablePlan, previous: TxidSnapshot) -> str:
-    """Rows of the table (filters not applied) older than ``previous``: no column is decoded."""
-    return f"SELECT count(*) FROM {quote_ident(plan.info.name)} AS t WHERE NOT ({_is_new('t', previous)})"
+def all_count_sql(plan: TablePlan) -> str:
+    """Rows of the table, filters not applied (less the candidates: those older than the previous snapshot)."""
+    return f"SELECT count(*) FROM {quote_ident(plan.info.name)}"
 
 
 def unchanged_keys_sql(plan: TablePlan, previous: TxidSnapshot) -> str:
