@@ -183,6 +183,26 @@ def test_disk_full_during_a_first_export_is_one_sentence_and_leaves_nothing(db, 
     assert first_export(db, D1, store).row_count == released_count(db)
 
 
+def test_disk_full_while_a_refresh_writes_its_row_index_is_one_sentence_and_a_rerun_completes(db, stores, monkeypatch):
+    """A refresh writes its row index while its shards are rewritten (in a thread of its own):
+    a full disk there reaches the user as the same sentence, nothing is committed, and a rerun
+    refreshes as if nothing had happened."""
+    from dataset_assets.errors import StoreError
+    from dataset_assets.export import refresh
+
+    store, full = stores
+    first_export(db, D1, store)
+    change_rows(db, TABLE, fraction=0.01, seed=11, mode="random", kinds=("insert", "update"))
+    with monkeypatch.context() as m:
+        m.setattr(refresh, "INDEX", "/dev/full")  # staging / "/dev/full" is /dev/full
+        with pytest.raises(StoreError, match=r"is full; free space"):
+            first_export(db, D2, store)
+    assert not store.exists(f"snapshots/{D2}/{TABLE}")
+    assert list((store.root / ".staging").glob("*")) == []
+    c = check_refresh(db, store, full, D1, D2, mode="xmin")
+    assert c.stats["inserted"] > 0 and c.stats["updated"] > 0
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Refresh scenarios: each equals a full export; its stats say what changed
 # ---------------------------------------------------------------------------------------------
