@@ -34,7 +34,7 @@ from contextlib import contextmanager
 
 from dataset_assets.errors import SourceError, UserError
 from dataset_assets.source import catalog
-from dataset_assets.source.connect import connect, redact, sibling
+from dataset_assets.source.connect import connect, redact
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$", re.IGNORECASE)
 
@@ -126,7 +126,7 @@ class PostgresSnapshot:
 
     def _join(self):
         """A new connection whose transaction sees this snapshot and holds the same locks; returns (conn, cursor)."""
-        conn = sibling(self.conn, self.uri)
+        conn = connect(self.uri)
         try:
             cur = conn.cursor()
             _session(cur, self.lock_timeout)
