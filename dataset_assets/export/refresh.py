@@ -774,10 +774,11 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
                           collect=False, index=index)
     except BaseException:
         sink.abort()
+        index.abort()
         raise
     finally:
-        index_entry = index.close()
         progress.finish()
+    index_entry = index.close()
     files = sink.finish(options.workers) if buffered else _write_spilled(sink, staging, plan, ids, options)
     # shards that received no released row are dropped; their ranges join the shard before them
     shards = [{"id": ids[p], "lower": layout.lowers[p], "path": files[p].path} for p in sorted(files)]
@@ -857,6 +858,11 @@ class _IndexWriter:
         except OSError as exc:
             raise disk_error(exc, self.path.parent) from None
 
+    def abort(self) -> None:
+        """Closes the file after a failure (the caller removes it): no error of its own hides the first."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+
     def close(self) -> dict:
         try:
             self._writer.close()
@@ -915,9 +921,10 @@ def _write_index(staging: Path, facts: pl.DataFrame, key: str, plan: TablePlan) 
             part = df.slice(start, step)
             w.write(part.get_column(key), part.get_column(_SKC), part.get_column(_SHARD).to_numpy(),
                     part.get_column(_KEEP), part.get_column(_H1), part.get_column(_H2), part.get_column(_TAIL))
-    finally:
-        entry = w.close()
-    return entry
+    except BaseException:
+        w.abort()
+        raise
+    return w.close()
 
 
 def _key_list(cur, sql: str) -> pl.Series:
@@ -972,7 +979,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         side.wait()
         if counting is not None:
             counting.wait()
-        spill.close()
+        spill.abort()
         lookup.result()  # when building the lookup failed (and the read with it), its own error
         raise
     finally:
