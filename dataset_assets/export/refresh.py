@@ -203,6 +203,17 @@ _SPILL_WRITE = pa.ipc.IpcWriteOptions(compression=None, use_threads=False)
 _SPILL_READ = pa.ipc.IpcReadOptions(use_threads=False)
 
 
+# Each shard's spill is written through a buffer: a read group cut over 99 shards gives pieces of
+# ~80 rows, and the IPC writer hands each of a piece's ~100 buffers to the file in a write() of
+# its own. 1M rows into 99 shards: 1.98 s of CPU in the spill's writes (and the row index's)
+# unbuffered; a micro-benchmark of 80-row pieces over 99 files, per 100k rows: 0.23-0.33 s
+# unbuffered, 0.12-0.13 with 64 KiB buffers, 0.085-0.10 with 256 KiB, 0.11-0.14 with 1 MiB.
+# All shards' buffers together stay under SPILL_BUFFER_BYTES, each between the two bounds
+# (at 1000 shards: 64 MiB).
+SPILL_BUFFER_BYTES = 32 << 20
+SPILL_BUFFER_BOUNDS = (64 << 10, 1 << 20)
+
+
 class _Spill:
     """One Arrow IPC stream per shard, written by every worker (a lock per shard)."""
 
@@ -211,7 +222,10 @@ class _Spill:
         directory.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self._files: dict[int, pa.NativeFile] = {}
         self._locks = [threading.Lock() for _ in range(shards)]
+        low, high = SPILL_BUFFER_BOUNDS
+        self._buffer = max(low, min(high, SPILL_BUFFER_BYTES // max(1, shards)))
         _raise_open_files(shards + 256)
 
     def path(self, pos: int) -> Path:
@@ -222,23 +236,27 @@ class _Spill:
             with self._locks[pos]:
                 w = self._writers.get(pos)
                 if w is None:
-                    w = pa.ipc.new_stream(str(self.path(pos)), self.schema, options=_SPILL_WRITE)
-                    self._writers[pos] = w
+                    f = self._files[pos] = pa.BufferedOutputStream(pa.OSFile(str(self.path(pos)), "wb"), self._buffer)
+                    w = self._writers[pos] = pa.ipc.new_stream(f, self.schema, options=_SPILL_WRITE)
                 w.write_table(piece)
         except OSError as exc:
             raise disk_error(exc, self.directory) from None
 
     def close(self) -> None:
+        """Ends every stream and writes out its buffer (a full disk is one sentence)."""
         try:
-            for w in self._writers.values():
-                w.close()
+            for pos, w in self._writers.items():
+                w.close()  # the end-of-stream marker; the file is the caller's to close
+                self._files[pos].close()  # writes the buffer out, then closes the file
         except OSError as exc:
             raise disk_error(exc, self.directory) from None
 
     def abort(self) -> None:
-        for w in self._writers.values():
+        for pos, w in self._writers.items():
             with contextlib.suppress(Exception):
                 w.close()
+            with contextlib.suppress(Exception):
+                self._files[pos].close()
 
     def holds(self, pos: int) -> bool:
         """Whether any row was spilled to shard ``pos`` (a piece is written only when it has rows)."""
@@ -261,11 +279,15 @@ class _Spill:
             pending: list[pa.RecordBatch] = []
             size = 0
             for batch in pa.ipc.open_stream(f, options=_SPILL_READ):
-                if pending and size + batch.nbytes > nbytes:
+                # a batch read from the stream owns its buffers: their total is its size. (``nbytes``
+                # walks the buffers through a set, to count shared ones once: on 1M rows spilled
+                # into 99 shards, 12k batches of ~80 rows, that took 1.3 s of CPU.)
+                n = batch.get_total_buffer_size()
+                if pending and size + n > nbytes:
                     yield pa.Table.from_batches(pending, schema=self.schema)
                     pending, size = [], 0
                 pending.append(batch)
-                size += batch.nbytes
+                size += n
             if pending:
                 yield pa.Table.from_batches(pending, schema=self.schema)
 
