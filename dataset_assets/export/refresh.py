@@ -417,10 +417,12 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
 
 
 class _Known:
-    """The previous row index's released rows, sorted by a 64-bit hash of their key, for lookups by
-    binary search (no hash table built per batch). Sorting 1M uuid keys as text took 0.97 s of a
-    3.35 s refresh (bench/refresh.py, S1); their hashes sort in a few tens of milliseconds. Keys
-    are compared too: equal hashes of different keys are told apart."""
+    """The previous row index, sorted by a 64-bit hash of its keys, for lookups by binary search
+    (no hash table built per batch). Sorting 1M uuid keys as text took 0.97 s of a 3.35 s refresh
+    (bench/refresh.py, S1); their hashes sort in a few tens of milliseconds. Keys are compared
+    too: equal hashes of different keys are told apart. It holds every row of the index, released
+    or not, so that the classification finds a candidate's previous row here too (a polars join
+    of the candidates with the whole index built a hash table of its 1M keys: 80-95 ms per join)."""
 
     _SEED = 0x5EED_0003
 
@@ -428,18 +430,18 @@ class _Known:
         return keys.hash(seed=self._SEED).to_numpy()
 
     def __init__(self, index: pl.DataFrame, key: str):
-        idx = index.filter(pl.col(_KEEP)).select(key, _H1, _H2)
-        kh = self._hash(idx.get_column(key))
+        kh = self._hash(index.get_column(key))
         # numpy, not polars, for the hashes: a lookup of a shard's 100 keys took ~1 ms in polars'
         # eager calls, and a refresh makes one per rewritten shard. Only the key hashes are
         # sorted; the rest is reached through ``order`` (gathering it all took 65 ms of 120 at 1M rows)
         self.order = pl.Series(kh).arg_sort().to_numpy()  # polars' sort: a third of numpy's time here
         self.kh = kh[self.order]
-        self.keys = idx.get_column(key)
-        self.h1, self.h2 = (idx.get_column(c).to_numpy() for c in (_H1, _H2))
+        self.keys = index.get_column(key)
+        self.keep = index.get_column(_KEEP).to_numpy()
+        self.h1, self.h2 = (index.get_column(c).to_numpy() for c in (_H1, _H2))
 
-    def _find(self, keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(whether each key was released before, its row among the released rows, 0 if not)."""
+    def rows(self, keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(whether the index holds each key, its row in the index, 0 if not)."""
         keys = keys.cast(self.keys.dtype)
         n = len(self.keys)
         if n == 0:
@@ -462,12 +464,25 @@ class _Known:
 
     def released(self, keys: pl.Series) -> np.ndarray:
         """Whether each key was released before."""
-        return self._find(keys)[0]
+        found, row = self.rows(keys)
+        return found & self.keep[row]
 
     def unchanged(self, keys: pl.Series, h1: pl.Series, h2: pl.Series) -> np.ndarray:
         """Whether each key was released before with the same hashes."""
-        found, at = self._find(keys)
-        return found & (self.h1[at] == h1.to_numpy()) & (self.h2[at] == h2.to_numpy())
+        found, at = self.rows(keys)
+        return found & self.keep[at] & (self.h1[at] == h1.to_numpy()) & (self.h2[at] == h2.to_numpy())
+
+    def joined(self, frame: pl.DataFrame, key: str, index: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """``frame`` with the columns of ``index`` (this lookup's index) of the same key, null where
+        the index does not hold it: a left join on ``key`` in ``frame``'s order (keys are unique
+        in both); and how many of ``frame``'s keys the index holds."""
+        found, row = self.rows(frame.get_column(key))
+        other = index.drop(key)
+        if len(self.keys) == 0:
+            return frame.join(index, on=key, how="left"), 0
+        held = pl.Series("__held", found)
+        picked = other[row].with_columns(pl.when(held).then(pl.col(c)).alias(c) for c in other.columns)
+        return pl.concat([frame, picked], how="horizontal"), int(found.sum())
 
 
 def _key_dtype(plan: TablePlan):
@@ -1020,7 +1035,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     if previous is not None:
         problem = _tombstone_problem(old_layout.get("tombstones"), tomb_older, new_tombs, base_date)
         if problem is None:
-            in_index = cand.join(index.select(key), on=key, how="semi").height
+            in_index = int(before.rows(cand.get_column(key))[0].sum())
             expected = index.height - in_index
             unchanged = extra["all"] - read.rows  # every row is a candidate (read) or older than the previous snapshot
             if unchanged > expected:
@@ -1048,7 +1063,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     prev = index.rename({_SKC: "p_skc", _SHARD: "p_shard", _KEEP: "p_keep", _H1: "p_h1", _H2: "p_h2", _TAIL: "p_tail"})
     ids = pl.Series(layout.ids, dtype=pl.Int32)
     c = cand.with_columns(pl.col(_SHARD).map_batches(lambda s: ids.gather(s), return_dtype=pl.Int32).alias("t_shard"))
-    j = c.join(prev, on=key, how="left")
+    j, _ = before.joined(c, key, prev)
     same = (pl.col(_H1) == pl.col("p_h1")) & (pl.col(_H2) == pl.col("p_h2"))
     known = pl.col("p_keep").is_not_null()
     j = j.with_columns(

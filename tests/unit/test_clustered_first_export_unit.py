@@ -80,6 +80,16 @@ def test_known_rows_are_found_by_key_hash_and_told_apart_by_key():
         h1 = pl.Series(np.array([5, 10, 0, 299, 0, 999], dtype=np.uint64))
         h2 = h1 + 7
         assert known.unchanged(probe, h1, h2).tolist() == [True, False, False, True, False, False]
+        # every row of the index is found, released or not, at its row
+        found, row = known.rows(probe)
+        assert found.tolist() == [True, True, False, True, True, True]
+        assert [int(r) for r, f in zip(row, found) if f] == [5, 10, 299, 0, 123]
+        # the classification's left join: the index's columns beside each candidate, null where it holds no row
+        frame = pl.DataFrame({"id": probe, "x": range(6)})
+        joined, held = known.joined(frame, "id", index)
+        assert held == 5
+        assert joined.equals(frame.join(index, on="id", how="left", maintain_order="left"))
+        assert joined.row(2) == ("nope", 2, None, None, None)
 
 
 def test_a_row_group_with_its_changes_applied():
