@@ -1258,7 +1258,10 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     # shards are (0.15-0.3 s at 1M rows), and again after them only if a shard folds, is compacted or splits
     changed_keys = pl.concat([j.filter(pl.col("op") != "same").select(key), removals.select(key), gone_all]).unique()
     back = {"p_skc": _SKC, "p_shard": _SHARD, "p_keep": _KEEP, "p_h1": _H1, "p_h2": _H2, "p_tail": _TAIL}
-    kept = prev.join(changed_keys, on=key, how="anti").rename(back)
+    held, at = before.rows(changed_keys.get_column(key))  # the index rows they replace (an anti join: 40-55 ms at 1M)
+    out = np.zeros(prev.height, dtype=bool)
+    out[at[held]] = True
+    kept = prev.filter(~pl.Series(out)).rename(back)
     tomb_keys = tomb_out.select(key)
     if tomb_keys.height:
         kept = pl.concat([kept, prev.join(tomb_keys, on=key, how="semi").rename(back).with_columns(pl.lit(False).alias(_KEEP))],
