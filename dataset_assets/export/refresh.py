@@ -208,10 +208,11 @@ _SPILL_READ = pa.ipc.IpcReadOptions(use_threads=False)
 # its own. 1M rows into 99 shards: 1.98 s of CPU in the spill's writes (and the row index's)
 # unbuffered; a micro-benchmark of 80-row pieces over 99 files, per 100k rows: 0.23-0.33 s
 # unbuffered, 0.12-0.13 with 64 KiB buffers, 0.085-0.10 with 256 KiB, 0.11-0.14 with 1 MiB.
-# All shards' buffers together stay under SPILL_BUFFER_BYTES, each between the two bounds
-# (at 1000 shards: 64 MiB).
-SPILL_BUFFER_BYTES = 32 << 20
-SPILL_BUFFER_BOUNDS = (64 << 10, 1 << 20)
+# All shards' buffers together stay under SPILL_BUFFER_BYTES, each between the two bounds (at
+# 1000 shards: 32 MiB). 1M rows into 99 shards, the export's peak RSS: 375-399 MiB unbuffered,
+# 408-438 with 32 MiB of buffers (three runs each, alternating with the code before).
+SPILL_BUFFER_BYTES = 16 << 20
+SPILL_BUFFER_BOUNDS = (32 << 10, 1 << 20)
 
 
 class _Spill:
