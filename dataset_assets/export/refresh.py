@@ -466,24 +466,28 @@ class _Known:
     def released(self, keys: pl.Series) -> np.ndarray:
         """Whether each key was released before."""
         found, row = self.rows(keys)
+        if len(self.keys) == 0:  # nothing to index into (a previous release of an empty table)
+            return found
         return found & self.keep[row]
 
     def unchanged(self, keys: pl.Series, h1: pl.Series, h2: pl.Series) -> np.ndarray:
         """Whether each key was released before with the same hashes."""
         found, at = self.rows(keys)
+        if len(self.keys) == 0:
+            return found
         return found & self.keep[at] & (self.h1[at] == h1.to_numpy()) & (self.h2[at] == h2.to_numpy())
 
-    def joined(self, frame: pl.DataFrame, key: str, index: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        """``frame`` with the columns of ``index`` (this lookup's index) of the same key, null where
-        the index does not hold it: a left join on ``key`` in ``frame``'s order (keys are unique
-        in both); and how many of ``frame``'s keys the index holds."""
+    def joined(self, frame: pl.DataFrame, key: str, index: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with the columns of ``index`` (this lookup's index, its columns renamed at
+        most) of the same key, null where the index does not hold it: a left join on ``key``,
+        in ``frame``'s order (keys are unique in both)."""
+        if len(self.keys) == 0:
+            return frame.join(index, on=key, how="left")
         found, row = self.rows(frame.get_column(key))
         other = index.drop(key)
-        if len(self.keys) == 0:
-            return frame.join(index, on=key, how="left"), 0
         held = pl.Series("__held", found)
         picked = other[row].with_columns(pl.when(held).then(pl.col(c)).alias(c) for c in other.columns)
-        return pl.concat([frame, picked], how="horizontal"), int(found.sum())
+        return pl.concat([frame, picked], how="horizontal")
 
 
 def _key_dtype(plan: TablePlan):
@@ -680,6 +684,10 @@ def export_clustered(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, s
         base = newest_manifest(store, table, [d for d in dates if d < snapshot],
                                lambda m: bool(m.layout) and m.layout.get("basis") == basis)
     index = None
+    if base is not None and not base[1].layout.get("shards"):
+        # the table was empty then: no shard ranges to keep changes in, and no row to reuse
+        log(f"{table}: not building on {base[0]}: it holds no rows; exporting every row")
+        base = None
     if base is not None:
         try:
             index = _read_index(store, table_prefix(base[0], table), base[1])
@@ -1064,7 +1072,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     prev = index.rename({_SKC: "p_skc", _SHARD: "p_shard", _KEEP: "p_keep", _H1: "p_h1", _H2: "p_h2", _TAIL: "p_tail"})
     ids = pl.Series(layout.ids, dtype=pl.Int32)
     c = cand.with_columns(pl.col(_SHARD).map_batches(lambda s: ids.gather(s), return_dtype=pl.Int32).alias("t_shard"))
-    j, _ = before.joined(c, key, prev)
+    j = before.joined(c, key, prev)
     same = (pl.col(_H1) == pl.col("p_h1")) & (pl.col(_H2) == pl.col("p_h2"))
     known = pl.col("p_keep").is_not_null()
     j = j.with_columns(

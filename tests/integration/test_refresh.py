@@ -36,7 +36,7 @@ from dataset_assets.storage.stores import LocalStore
 from dataset_assets.storage.verify import verify_table
 from refresh_helpers import (
     CLUSTER, FILE, KEY, RELEASED, TABLE, VOLATILE, autocommit, by_key, check_refresh, differences,
-    first_export, in_flight, keys, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
+    export_pair, first_export, in_flight, keys, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
     shard_tables,
     sql, table_count, tombstone, write_config,
 )
@@ -205,6 +205,23 @@ def test_disk_full_while_a_refresh_writes_its_row_index_is_one_sentence_and_a_re
 # ---------------------------------------------------------------------------------------------
 # 2. Refresh scenarios: each equals a full export; its stats say what changed
 # ---------------------------------------------------------------------------------------------
+
+
+def test_rows_after_an_empty_release_are_exported(fresh_db, stores):
+    """A table released while empty (no shard, an empty row index), then given rows: the next
+    export reads every row (there is no shard range to build on) and equals a full export. It
+    failed on every rerun with "list index out of range" before."""
+    uri = fresh_db("refresh_empty")
+    seed(uri, tables=[TABLE], rows={TABLE: 300}, seed=41)
+    autocommit(uri, f"CREATE TABLE stash AS SELECT * FROM {TABLE}", f"DELETE FROM {TABLE}", f"VACUUM {TABLE}")
+    store, full = stores
+    m = first_export(uri, D1, store)
+    assert m.row_count == 0 and m.layout["index"]["rows"] == 0
+    sql(uri, f"INSERT INTO {TABLE} SELECT * FROM stash")
+    m2, fm = export_pair(uri, D2, store, full)
+    assert m2.row_count == fm.row_count == released_count(uri) > 0
+    assert m2.layout["refresh"]["mode"] == "first export"
+    assert not differences(release(store, D2)[0], release(full, D2)[0])
 
 
 def test_appends_only(db, stores):
