@@ -41,7 +41,7 @@ from dataset_assets.source.snapshot import PostgresSnapshot
 from dataset_assets.source.plan import TablePlan, ctid_preds, plan_table, primary_key, split_pages
 from dataset_assets.export.progress import Progress
 from dataset_assets.source.types import conform
-from dataset_assets.export.shards import ParquetOptions, ShardWriter, writer_settings
+from dataset_assets.export.shards import ParquetOptions, ShardWriter, disk_error, parquet_writer, writer_settings
 from dataset_assets.export.background import Background, source_failure
 
 
@@ -129,6 +129,21 @@ def export_snapshot(
     return results
 
 
+# A table without a released row still gets one file, its schema and no row: without it the
+# card's config of the table named no file, and datasets.load_dataset failed on it
+# (DataFilesNotFoundError). Never reused by a later export: it belongs to no chunk or shard.
+EMPTY_FILE = "train-empty.parquet"
+
+
+def _empty_file(staging, plan: TablePlan, options: ExportOptions) -> FileEntry:
+    path = staging / EMPTY_FILE
+    try:
+        parquet_writer(path, plan.schema, options.parquet).close()
+    except OSError as exc:
+        raise disk_error(exc, staging) from None
+    return FileEntry.written(path, 0)
+
+
 def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store,
                   options: ExportOptions, progress: Progress, log, signal=None) -> TableResult:
     if plan.config.layout == "clustered":
@@ -168,7 +183,7 @@ def _export_table(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, stor
             md = pq.read_metadata(staging / f.path)
             if md.num_rows != f.rows:
                 raise UserError(f"{table}: shard {f.path} holds {md.num_rows} rows, expected {f.rows}; nothing was committed to the store, rerun the export.")
-        files = sorted(files + reused, key=lambda f: f.path)
+        files = sorted(files + reused, key=lambda f: f.path) or [_empty_file(staging, plan, options)]
         total = sum(f.rows for f in files)
         if source_rows is not None and source_rows != total:
             again = (f"rerun the export with --full, which reads every row instead of reusing {len(reused)} files of "
@@ -236,6 +251,8 @@ def _export_clustered_table(shared: PostgresSnapshot, plan: TablePlan, snapshot:
         count = (lambda: Background(_count_rows, shared, plan.count_sql())) if options.check_count else None
         result = export_clustered(shared, plan, snapshot, store, staging, options, progress, log,
                                   snapshot_dates(store), count)
+        if not result.files:  # no released row (the layout then has no shard: never built on)
+            result.files = [_empty_file(staging, plan, options)]
         if result.reuse:
             staged = Background(store.stage_reused, staging, result.reuse)
         t_copy = time.perf_counter() - t0
@@ -309,7 +326,7 @@ def _plan_incremental(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, 
     reuse: dict[str, str] = {}
     if base is not None:
         for f in base.files:
-            if f.chunk not in changed_set:
+            if f.chunk not in changed_set and f.path != EMPTY_FILE:
                 reused.append(f.reused_in(base_date, f.chunk))
                 reuse[f.path] = f"{table_prefix(base_date, plan.info.name)}/{f.path}"
     units = [(run[0], chunking_mod.chunk_sql(plan, boundaries, run[0], run[-1]), [chunking_mod.chunk_rows(fps[c]) for c in run])

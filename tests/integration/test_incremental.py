@@ -176,6 +176,27 @@ def test_chunk_read_is_checked_against_its_count(fresh_db, tmp_path, small_chunk
     assert ok.manifest.chunking["changed_chunks"] > 0 and store.is_complete(ok.prefix)
 
 
+def test_an_empty_table_gets_one_file_with_its_schema_and_it_is_never_reused(fresh_db, tmp_path, small_chunks):
+    """A table without a row is released as one parquet file with its schema and no row (the
+    card's config of it names a file); the next export, once rows came, does not carry it over."""
+    uri = fresh_db("inc_empty")
+    seed(uri, tables=["audio"], rows=500, seed=8)
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE stash AS SELECT * FROM audio")
+        conn.execute("DELETE FROM audio")
+    store = LocalStore(tmp_path / "s")
+    [empty] = export_snapshot(uri, ["audio"], "2026-11-01", store, ExportOptions(workers=2))
+    assert [(f.path, f.rows) for f in empty.manifest.files] == [("train-empty.parquet", 0)]
+    f = pq.ParquetFile(store.local_path(f"{empty.prefix}/train-empty.parquet"))
+    assert f.metadata.num_rows == 0
+    assert f.schema_arrow.remove_metadata().equals(empty.manifest.arrow().remove_metadata())
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("INSERT INTO audio SELECT * FROM stash")
+    [full] = export_snapshot(uri, ["audio"], "2026-11-02", store, ExportOptions(workers=2))
+    assert full.manifest.row_count == full.manifest.timings["rows_exported"] > 0
+    assert "train-empty.parquet" not in [f.path for f in full.manifest.files]
+
+
 def test_a_damaged_earlier_manifest_is_no_base(fresh_db, tmp_path, small_chunks):
     """The newest earlier snapshot whose manifest is damaged is skipped as a base (with no other,
     every chunk is read); the export neither fails nor reuses files it cannot vouch for."""

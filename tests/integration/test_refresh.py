@@ -208,15 +208,18 @@ def test_disk_full_while_a_refresh_writes_its_row_index_is_one_sentence_and_a_re
 
 
 def test_rows_after_an_empty_release_are_exported(fresh_db, stores):
-    """A table released while empty (no shard, an empty row index), then given rows: the next
-    export reads every row (there is no shard range to build on) and equals a full export. It
-    failed on every rerun with "list index out of range" before."""
+    """A table released while empty (no shard, an empty row index, one file without rows), then
+    given rows: the next export reads every row (there is no shard range to build on) and equals
+    a full export. It failed on every rerun with "list index out of range" before."""
     uri = fresh_db("refresh_empty")
     seed(uri, tables=[TABLE], rows={TABLE: 300}, seed=41)
     autocommit(uri, f"CREATE TABLE stash AS SELECT * FROM {TABLE}", f"DELETE FROM {TABLE}", f"VACUUM {TABLE}")
     store, full = stores
     m = first_export(uri, D1, store)
-    assert m.row_count == 0 and m.layout["index"]["rows"] == 0
+    assert m.row_count == 0 and m.layout["index"]["rows"] == 0 and not m.layout["shards"]
+    # no shard, but one file: the table's schema and no row (the card's config of it names a file)
+    assert [(f.path, f.rows) for f in m.files] == [("train-empty.parquet", 0)]
+    assert release(store, D1)[0].num_rows == 0
     sql(uri, f"INSERT INTO {TABLE} SELECT * FROM stash")
     m2, fm = export_pair(uri, D2, store, full)
     assert m2.row_count == fm.row_count == released_count(uri) > 0
