@@ -222,8 +222,7 @@ class _Spill:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.schema = schema
-        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        self._files: dict[int, pa.NativeFile] = {}
+        self._streams: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, pa.NativeFile]] = {}  # writer, buffered file
         self._locks = [threading.Lock() for _ in range(shards)]
         low, high = SPILL_BUFFER_BOUNDS
         self._buffer = max(low, min(high, SPILL_BUFFER_BYTES // max(1, shards)))
@@ -235,33 +234,32 @@ class _Spill:
     def write(self, pos: int, piece: pa.Table) -> None:
         try:
             with self._locks[pos]:
-                w = self._writers.get(pos)
-                if w is None:
-                    f = self._files[pos] = pa.BufferedOutputStream(pa.OSFile(str(self.path(pos)), "wb"), self._buffer)
-                    w = self._writers[pos] = pa.ipc.new_stream(f, self.schema, options=_SPILL_WRITE)
-                w.write_table(piece)
+                if pos not in self._streams:
+                    f = pa.BufferedOutputStream(pa.OSFile(str(self.path(pos)), "wb"), self._buffer)
+                    self._streams[pos] = (pa.ipc.new_stream(f, self.schema, options=_SPILL_WRITE), f)
+                self._streams[pos][0].write_table(piece)
         except OSError as exc:
             raise disk_error(exc, self.directory) from None
 
     def close(self) -> None:
         """Ends every stream and writes out its buffer (a full disk is one sentence)."""
         try:
-            for pos, w in self._writers.items():
+            for w, f in self._streams.values():
                 w.close()  # the end-of-stream marker; the file is the caller's to close
-                self._files[pos].close()  # writes the buffer out, then closes the file
+                f.close()  # writes the buffer out, then closes the file
         except OSError as exc:
             raise disk_error(exc, self.directory) from None
 
     def abort(self) -> None:
-        for pos, w in self._writers.items():
+        for w, f in self._streams.values():
             with contextlib.suppress(Exception):
                 w.close()
             with contextlib.suppress(Exception):
-                self._files[pos].close()
+                f.close()
 
     def holds(self, pos: int) -> bool:
         """Whether any row was spilled to shard ``pos`` (a piece is written only when it has rows)."""
-        return pos in self._writers and self.path(pos).exists()
+        return pos in self._streams and self.path(pos).exists()
 
     def read(self, pos: int) -> pa.Table | None:
         """Shard ``pos``'s spilled rows, all in memory (a refresh's candidates: few)."""
@@ -437,6 +435,7 @@ class _Known:
         # sorted; the rest is reached through ``order`` (gathering it all took 65 ms of 120 at 1M rows)
         self.order = pl.Series(kh).arg_sort().to_numpy()  # polars' sort: a third of numpy's time here
         self.kh = kh[self.order]
+        self.index, self.key = index, key
         self.keys = index.get_column(key)
         self.keep = index.get_column(_KEEP).to_numpy()
         self.h1, self.h2 = (index.get_column(c).to_numpy() for c in (_H1, _H2))
@@ -466,25 +465,25 @@ class _Known:
     def released(self, keys: pl.Series) -> np.ndarray:
         """Whether each key was released before."""
         found, row = self.rows(keys)
-        if len(self.keys) == 0:  # nothing to index into (a previous release of an empty table)
-            return found
-        return found & self.keep[row]
+        out = found.copy()
+        out[found] = self.keep[row[found]]  # only the rows found are read (an empty index has none)
+        return out
 
     def unchanged(self, keys: pl.Series, h1: pl.Series, h2: pl.Series) -> np.ndarray:
         """Whether each key was released before with the same hashes."""
-        found, at = self.rows(keys)
-        if len(self.keys) == 0:
-            return found
-        return found & self.keep[at] & (self.h1[at] == h1.to_numpy()) & (self.h2[at] == h2.to_numpy())
+        found, row = self.rows(keys)
+        out = found.copy()
+        at = row[found]
+        out[found] = self.keep[at] & (self.h1[at] == h1.to_numpy()[found]) & (self.h2[at] == h2.to_numpy()[found])
+        return out
 
-    def joined(self, frame: pl.DataFrame, key: str, index: pl.DataFrame) -> pl.DataFrame:
-        """``frame`` with the columns of ``index`` (this lookup's index, its columns renamed at
-        most) of the same key, null where the index does not hold it: a left join on ``key``,
-        in ``frame``'s order (keys are unique in both)."""
-        if len(self.keys) == 0:
-            return frame.join(index, on=key, how="left")
-        found, row = self.rows(frame.get_column(key))
-        other = index.drop(key)
+    def joined(self, frame: pl.DataFrame, found: np.ndarray, row: np.ndarray, names: dict[str, str]) -> pl.DataFrame:
+        """``frame``, whose keys :meth:`rows` found (``found``, ``row``), with the index's other
+        columns renamed by ``names``, null where the index does not hold the key: a left join on
+        the key, in ``frame``'s order (keys are unique in both)."""
+        other = self.index.drop(self.key).rename(names)
+        if not found.any():  # also an empty index, which has no row to gather
+            return pl.concat([frame, other.clear(frame.height)], how="horizontal")
         held = pl.Series("__held", found)
         picked = other[row].with_columns(pl.when(held).then(pl.col(c)).alias(c) for c in other.columns)
         return pl.concat([frame, picked], how="horizontal")
@@ -1012,8 +1011,9 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             return out
 
     side = Background(side_queries)
-    # the released rows by key hash, sorted once (the read's lookups, the feed's insert/update), while
-    # Postgres scans for the first candidates (0.2 s at 1M rows; S1's first candidates came after 0.3 s)
+    # every index row by key hash, sorted once (the read's lookups, the classification, the feed's
+    # insert/update), while Postgres scans for the first candidates (0.2 s at 1M rows; S1's first
+    # candidates came after 0.3 s)
     lookup = Background(_Known, index, key)
     # every row is read (mode content): count(*) with the filters as well, as a first export does
     counting = count() if previous is None and count is not None else None
@@ -1039,12 +1039,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     if "tomb" in extra:
         tomb_older = extra["tomb"][1]
     cand = read.facts
+    cand_found, cand_row = before.rows(cand.get_column(key))  # each candidate's previous row, if any
     new_tombs = extra.get("new_tombs")
     deleted_keys = None
     if previous is not None:
         problem = _tombstone_problem(old_layout.get("tombstones"), tomb_older, new_tombs, base_date)
         if problem is None:
-            in_index = int(before.rows(cand.get_column(key))[0].sum())
+            in_index = int(cand_found.sum())
             expected = index.height - in_index
             unchanged = extra["all"] - read.rows  # every row is a candidate (read) or older than the previous snapshot
             if unchanged > expected:
@@ -1069,10 +1070,11 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         new_tombs = None
 
     # ---- classify -------------------------------------------------------------------------
-    prev = index.rename({_SKC: "p_skc", _SHARD: "p_shard", _KEEP: "p_keep", _H1: "p_h1", _H2: "p_h2", _TAIL: "p_tail"})
+    prev_names = {_SKC: "p_skc", _SHARD: "p_shard", _KEEP: "p_keep", _H1: "p_h1", _H2: "p_h2", _TAIL: "p_tail"}
+    prev = index.rename(prev_names)
     ids = pl.Series(layout.ids, dtype=pl.Int32)
     c = cand.with_columns(pl.col(_SHARD).map_batches(lambda s: ids.gather(s), return_dtype=pl.Int32).alias("t_shard"))
-    j = before.joined(c, key, prev)
+    j = before.joined(c, cand_found, cand_row, prev_names)
     same = (pl.col(_H1) == pl.col("p_h1")) & (pl.col(_H2) == pl.col("p_h2"))
     known = pl.col("p_keep").is_not_null()
     j = j.with_columns(
@@ -1266,7 +1268,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     # the row index: the previous one without what changed, plus what changed; written while the
     # shards are (0.15-0.3 s at 1M rows), and again after them only if a shard folds, is compacted or splits
     changed_keys = pl.concat([j.filter(pl.col("op") != "same").select(key), removals.select(key), gone_all]).unique()
-    back = {"p_skc": _SKC, "p_shard": _SHARD, "p_keep": _KEEP, "p_h1": _H1, "p_h2": _H2, "p_tail": _TAIL}
+    back = {v: k for k, v in prev_names.items()}
     held, at = before.rows(changed_keys.get_column(key))  # the index rows they replace (an anti join: 40-55 ms at 1M)
     out = np.zeros(prev.height, dtype=bool)
     out[at[held]] = True

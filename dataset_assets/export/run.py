@@ -22,6 +22,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -135,7 +136,7 @@ def export_snapshot(
 EMPTY_FILE = "train-empty.parquet"
 
 
-def _empty_file(staging, plan: TablePlan, options: ExportOptions) -> FileEntry:
+def _empty_file(staging: Path, plan: TablePlan, options: ExportOptions) -> FileEntry:
     path = staging / EMPTY_FILE
     try:
         parquet_writer(path, plan.schema, options.parquet).close()
@@ -326,7 +327,7 @@ def _plan_incremental(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, 
     reuse: dict[str, str] = {}
     if base is not None:
         for f in base.files:
-            if f.chunk not in changed_set and f.path != EMPTY_FILE:
+            if f.chunk is not None and f.chunk not in changed_set:  # a file of no chunk (EMPTY_FILE) is never reused
                 reused.append(f.reused_in(base_date, f.chunk))
                 reuse[f.path] = f"{table_prefix(base_date, plan.info.name)}/{f.path}"
     units = [(run[0], chunking_mod.chunk_sql(plan, boundaries, run[0], run[-1]), [chunking_mod.chunk_rows(fps[c]) for c in run])

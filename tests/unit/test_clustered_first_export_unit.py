@@ -86,14 +86,19 @@ def test_known_rows_are_found_by_key_hash_and_told_apart_by_key():
         assert [int(r) for r, f in zip(row, found) if f] == [5, 10, 299, 0, 123]
         # the classification's left join: the index's columns beside each candidate, null where it holds no row
         frame = pl.DataFrame({"id": probe, "x": range(6)})
-        joined = known.joined(frame, "id", index)
-        assert joined.equals(frame.join(index, on="id", how="left", maintain_order="left"))
+        names = {refresh._KEEP: "p_keep", refresh._H1: "p_h1", refresh._H2: "p_h2"}
+        joined = known.joined(frame, found, row, names)
+        assert joined.equals(frame.join(index.rename(names), on="id", how="left", maintain_order="left"))
         assert joined.row(2) == ("nope", 2, None, None, None)
+        # no key found: every index column null
+        none = frame.filter(pl.col("id") == "nope")
+        assert known.joined(none, *known.rows(none.get_column("id")), names).equals(
+            none.join(index.rename(names), on="id", how="left"))
     # an empty index (every row of the previous release deleted, say): nothing is found
     empty = refresh._Known(index.clear(), "id")
     assert not empty.rows(probe)[0].any() and not empty.released(probe).any()
     assert not empty.unchanged(probe, h1, h2).any()
-    assert empty.joined(frame, "id", index.clear()).equals(frame.join(index.clear(), on="id", how="left"))
+    assert empty.joined(frame, *empty.rows(probe), names).equals(frame.join(index.clear().rename(names), on="id", how="left"))
 
 
 def test_a_row_group_with_its_changes_applied():
