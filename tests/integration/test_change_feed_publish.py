@@ -208,3 +208,50 @@ def test_side_files_of_old_and_damaged_manifests():
     m.layout["index"]["path"] = "train-00000.parquet"  # the row index never looks like a shard (nor is pushed)
     with pytest.raises(VerificationError, match="malformed row index"):
         side_files(m)
+
+
+@pytest.mark.parametrize("layout", ["chunks", "clustered"])
+def test_an_empty_table_is_released_and_streams_from_the_hub(hub_server, fresh_db, tmp_path, monkeypatch, layout):
+    """A table without a row goes through the whole release (its one schema-only file, the card, the checks, the
+    push through Xet): ``datasets`` streams its config from the tag, with the table's features and no row; the
+    next release, once rows came, replaces that file."""
+    import datasets
+
+    entry = {"primary_key": "identifier", "tombstone_table": "deleted_image", "profile_columns": ["provider", "license"]}
+    if layout == "clustered":
+        entry.update(layout="clustered", cluster_by=["provider"], shard_bytes=1 << 20, volatile_columns=VOLATILE)
+    path = tmp_path / "tables.yaml"
+    path.write_text(yaml.safe_dump({"tables": {"image": entry}}))
+    monkeypatch.setenv("DATASET_ASSETS_TABLES", str(path))
+    config._load.cache_clear()
+    try:
+        uri = fresh_db("empty_release")
+        seed(uri, tables=["image"], rows={"image": 400}, seed=9)
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CREATE TABLE stash AS SELECT * FROM image")
+            conn.execute("DELETE FROM image")
+        store = LocalStore(tmp_path / "store")
+        [empty] = export_snapshot(uri, ["image"], DAY1, store, ExportOptions(workers=2))
+        assert [(f.path, f.rows) for f in empty.manifest.files] == [("train-empty.parquet", 0)]
+        write_card(store, DAY1, ["image"])
+        first = publish_snapshot(store, DAY1, REPO, token=hub_server.token, endpoint=hub_server.endpoint,
+                                 log=lambda msg: None, retry_wait=0.01)
+        assert first.committed and first.protocol == "xet"
+        assert "image/train-empty.parquet" in hub_server.files(REPO, f"snapshot-{DAY1}")
+        streamed = datasets.load_dataset(REPO, "image", revision=f"snapshot-{DAY1}", split="train", streaming=True)
+        assert list(streamed) == []
+        assert list(streamed.features) == empty.manifest.arrow().names
+
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("INSERT INTO image SELECT * FROM stash")
+        [full] = export_snapshot(uri, ["image"], DAY2, store, ExportOptions(workers=2))
+        write_card(store, DAY2, ["image"])
+        publish_snapshot(store, DAY2, REPO, token=hub_server.token, endpoint=hub_server.endpoint,
+                         log=lambda msg: None, retry_wait=0.01)
+        on_hub = hub_server.files(REPO, f"snapshot-{DAY2}")
+        assert "image/train-empty.parquet" not in on_hub
+        assert all(f"image/{f.path}" in on_hub for f in full.manifest.files)
+        ds = datasets.load_dataset(REPO, "image", revision=f"snapshot-{DAY2}", split="train")
+        assert ds.num_rows == full.manifest.row_count > 0
+    finally:
+        config._load.cache_clear()
