@@ -52,6 +52,31 @@ def test_tampered_shard_fails_the_check_and_stops_the_card(defs_module, instance
     assert not card.exists()
 
 
+
+def test_a_check_that_cannot_run_fails_the_step_with_its_sentence_and_the_others_report(defs_module, instance, seeded_uri,
+                                                                                       tmp_path):
+    """Every table's checks run in one step: one that cannot run (audio's manifest damaged after the export)
+    fails that step with the error's sentence, after image's checks reported their results; the card stays
+    stopped."""
+    from dataset_assets.release.checks import TABLE_CHECKS
+
+    store_dir = tmp_path / "store"
+    assert materialize(defs_module, instance, DATE, seeded_uri, store_dir).success
+    card = store_dir / "snapshots" / DATE / "README.md"
+    card.unlink()
+    (store_dir / "snapshots" / DATE / "audio" / "_manifest.json").write_text('{"table": "audio"}')
+    selection = (dg.AssetSelection.checks_for_assets(dg.AssetKey("audio"), dg.AssetKey("image"))
+                 | dg.AssetSelection.assets("dataset_card"))
+    result = materialize(defs_module, instance, DATE, seeded_uri, store_dir, selection=selection)
+    assert not result.success
+    checks = check_results(result)
+    assert all(checks[("image", name)] for name in TABLE_CHECKS), checks
+    [failure] = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "audio: rows_match_source, primary_key_unique, columns_documented, rows_not_collapsed could not run: " in failure
+    assert failure.count("is damaged") == 1, failure
+    assert "Traceback" not in failure
+    assert not card.exists()
+
 def test_card_loads_with_datasets(defs_module, instance, seeded_uri, tmp_path, offline_datasets):
     store_dir = tmp_path / "store"
     assert materialize(defs_module, instance, DATE, seeded_uri, store_dir).success
