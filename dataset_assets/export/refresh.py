@@ -522,8 +522,9 @@ def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) ->
     return part.num_rows
 
 
-def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: ParquetOptions) -> FileEntry:
-    """``parts`` as consecutive row groups of one file (a part bigger than a row group is cut)."""
+def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: ParquetOptions, chunk: int | None = None) -> FileEntry:
+    """``parts`` as consecutive row groups of one file (a part bigger than a row group is cut), the
+    file of shard ``chunk`` when it is known here (a rewrite's pieces get theirs once placed)."""
     try:
         w = parquet_writer(path, plan.schema, options)
         rows = 0
@@ -532,7 +533,7 @@ def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: Parq
                 rows += _write_part(w, part, options)
         finally:
             w.close()
-        return FileEntry.written(path, rows)
+        return FileEntry.written(path, rows, chunk=chunk)
     except OSError as exc:
         raise disk_error(exc, path.parent) from None
 
@@ -609,7 +610,7 @@ class _Buffered:
     def finish(self, workers: int) -> dict[int, FileEntry]:
         """Writes the rows still waiting and closes every shard (``workers`` threads); {position: file}."""
 
-        def finish(pos: int) -> tuple[int, FileEntry]:
+        def close(pos: int) -> tuple[int, FileEntry]:
             self._writers[pos].close()
             return pos, FileEntry.written(self.staging / shard_file(self.ids[pos]), self._rows[pos], chunk=self.ids[pos])
 
@@ -617,7 +618,7 @@ class _Buffered:
             with ThreadPoolExecutor(max(1, workers)) as pool:
                 list(pool.map(lambda item: self._encode(*item),
                               [self._take(p) for p in range(len(self.ids)) if self._pending[p]]))
-                return dict(pool.map(finish, sorted(self._writers)))
+                return dict(pool.map(close, sorted(self._writers)))
         except OSError as exc:
             raise disk_error(exc, self.staging) from None
         finally:
@@ -856,10 +857,8 @@ def _write_spilled(spill: _Spill, staging: Path, plan: TablePlan, ids: list[int]
         if not spill.holds(pos):
             return  # no released row fell in its range
         parts = (_data(t, plan) for t in spill.pieces(pos, options.parquet.row_group_bytes))
-        entry = _write(staging / shard_file(ids[pos]), parts, plan, options.parquet)
+        files[pos] = _write(staging / shard_file(ids[pos]), parts, plan, options.parquet, chunk=ids[pos])
         spill.path(pos).unlink(missing_ok=True)
-        entry.chunk = ids[pos]
-        files[pos] = entry
 
     with ThreadPoolExecutor(max(1, options.workers)) as pool:
         list(pool.map(one, range(len(ids))))
@@ -1431,8 +1430,7 @@ def _split(staging: Path, s: dict, whole: pa.Table, plan: TablePlan, options, ke
     hi_lower = sort_keys(hi_t.slice(0, 1), list(plan.config.cluster_by) + [key])[0]
     for part, lower in ((lo_t, s["lower"]), (hi_t, hi_lower)):
         sid = fresh_id()
-        e = _write(staging / shard_file(sid), [part], plan, options.parquet)
-        e.chunk = sid
+        e = _write(staging / shard_file(sid), [part], plan, options.parquet, chunk=sid)
         out.append(({"id": sid, "lower": lower, "path": e.path}, e))
     return out
 
