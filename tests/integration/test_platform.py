@@ -93,3 +93,13 @@ def test_card_loads_with_datasets(defs_module, instance, seeded_uri, tmp_path, o
         info = next(i for i in card.data.dataset_info if i["config_name"] == table)
         assert [f["name"] for f in info["features"]] == list(ds.features)
         assert ds.features == datasets.Features._from_yaml_list(info["features"])
+
+
+def test_a_date_materialises_with_its_checks_on_an_s3_store(defs_module, instance, seeded_uri, s3_store):
+    """The tables, every check (the table checks share one step, in threads, each opening the store) and the
+    card, with the store on the S3 server."""
+    result = materialize(defs_module, instance, DATE, seeded_uri, s3_store.url)
+    assert result.success
+    checks = check_results(result)
+    assert len(checks) == 11 and all(checks.values()), checks
+    assert s3_store.is_complete(f"snapshots/{DATE}/image") and s3_store.exists(f"snapshots/{DATE}/README.md")
