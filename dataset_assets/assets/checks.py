@@ -6,8 +6,12 @@ Every table's checks are one multi-asset check, so they run in one step: under D
 default executor each step is a process of its own. With a check per step, a daemon's run
 of the two media tables (tests/e2e, 2026-12-02) took 46 s: 8 s for the tables' step, then
 ten check steps of about 7 s each, under a second of which was checking. In the one step
-the checks run two at a time, as the executor ran two steps at a time; each stays a check
-of its own in the UI, with its own result, and any subset of them can run."""
+the checks run in threads, one per core, as the executor ran one step per core (the long
+ones, re-hashing files and reading every key, wait on I/O, hashlib and Arrow, not on the
+interpreter); each stays a check of its own in the UI, with its own result, and any subset
+of them can run."""
+
+import os
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +25,9 @@ from dataset_assets.release.checks import (  # noqa: F401  (re-exported: the nam
 )
 from dataset_assets.resources import SnapshotStore
 
-CHECKS_AT_ONCE = 2
+
+def checks_at_once() -> int:
+    return max(2, os.cpu_count() or 2)
 
 
 def check_result(result: core.CheckResult, key: dg.AssetCheckKey | None = None) -> dg.AssetCheckResult:
@@ -69,7 +75,7 @@ def build_table_checks(tables: list[TableConfig]) -> dg.AssetChecksDefinition:
                 return key, None, str(exc)
 
         errors: dict[tuple[str, str], list[str]] = {}  # (table, sentence) -> the checks it stopped
-        with ThreadPoolExecutor(CHECKS_AT_ONCE) as pool:
+        with ThreadPoolExecutor(checks_at_once()) as pool:
             for key, result, error in pool.map(run, chosen):
                 if error is not None:
                     errors.setdefault((key.asset_key.to_user_string(), error), []).append(key.name)
