@@ -103,3 +103,20 @@ def test_a_date_materialises_with_its_checks_on_an_s3_store(defs_module, instanc
     checks = check_results(result)
     assert len(checks) == 11 and all(checks.values()), checks
     assert s3_store.is_complete(f"snapshots/{DATE}/image") and s3_store.exists(f"snapshots/{DATE}/README.md")
+
+
+
+def test_one_check_runs_alone(defs_module, instance, seeded_uri, tmp_path):
+    """The table checks share a step but not their fate: one of them, selected alone (as the UI's "execute
+    check" does, a subset of the asset job), runs alone and reports alone."""
+    from platform_helpers import resources
+
+    store_dir = tmp_path / "store"
+    assert materialize(defs_module, instance, DATE, seeded_uri, store_dir).success
+    one = dg.AssetCheckKey(dg.AssetKey("audio"), "primary_key_unique")
+    defs = dg.Definitions(assets=defs_module.assets, asset_checks=defs_module.asset_checks,
+                          resources=resources(seeded_uri, store_dir))
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(), asset_check_selection={one})
+    result = job.execute_in_process(instance=instance, partition_key=DATE)
+    assert result.success
+    assert check_results(result) == {("audio", "primary_key_unique"): True}
