@@ -19,14 +19,14 @@ from dataset_assets.release.checks import snapshot_identity  # noqa: F401  (re-e
 # its own the check added about 7 s to each card run for well under a second of checking
 # (tests/e2e, 2026-12-02). It still blocks the push, and shows as a check of the card.
 ONE_POSTGRES_SNAPSHOT = dg.AssetCheckSpec(
-    "one_postgres_snapshot", asset="dataset_card", blocking=True,
+    "one_postgres_snapshot", asset=shared_checks.CARD, blocking=True,
     description="Every table of the date was read in one Postgres snapshot (its manifests record the same snapshot), "
                 "so the release is consistent across tables.")
 
 
 def build_card_asset(table_keys: list[dg.AssetKey], automation_condition=None) -> dg.AssetsDefinition:
     @dg.asset(
-        name="dataset_card",
+        name=shared_checks.CARD,
         partitions_def=snapshots,
         deps=table_keys,
         group_name="release",

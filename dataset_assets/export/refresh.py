@@ -1267,14 +1267,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     # the row index: the previous one without what changed, plus what changed; written while the
     # shards are (0.15-0.3 s at 1M rows), and again after them only if a shard folds, is compacted or splits
     changed_keys = pl.concat([j.filter(pl.col("op") != "same").select(key), removals.select(key), gone_all]).unique()
-    back = {v: k for k, v in prev_names.items()}
     held, at = before.rows(changed_keys.get_column(key))  # the index rows they replace (an anti join: 40-55 ms at 1M)
-    out = np.zeros(prev.height, dtype=bool)
+    out = np.zeros(index.height, dtype=bool)
     out[at[held]] = True
-    kept = prev.filter(~pl.Series(out)).rename(back)
+    kept = index.filter(~pl.Series(out))
     tomb_keys = tomb_out.select(key)
     if tomb_keys.height:
-        kept = pl.concat([kept, prev.join(tomb_keys, on=key, how="semi").rename(back).with_columns(pl.lit(False).alias(_KEEP))],
+        kept = pl.concat([kept, index.join(tomb_keys, on=key, how="semi").with_columns(pl.lit(False).alias(_KEEP))],
                          how="vertical_relaxed")
     fresh = j.filter(pl.col("op") != "same").select(
         key, _SKC, pl.col("t_shard").alias(_SHARD), _KEEP, _H1, _H2,
