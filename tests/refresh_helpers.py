@@ -28,6 +28,7 @@ CLUSTER = "provider"
 VOLATILE = ("updated_on", "last_synced_with_source")
 FILE = "__file"          # the release file a row was read from (added by :func:`release`)
 WORKERS = 2
+SHARD_BYTES = 1 << 20  # the smallest the configuration allows
 
 CONFIG = f"""
 tables:
@@ -36,7 +37,7 @@ tables:
     tombstone_table: deleted_{TABLE}
     layout: clustered
     cluster_by: [{CLUSTER}]
-    shard_bytes: 1048576
+    shard_bytes: {SHARD_BYTES}
     volatile_columns: [{", ".join(VOLATILE)}]
 """
 

@@ -651,13 +651,27 @@ class ClusteredResult:
     timings: dict = field(default_factory=dict)
 
 
-def _read_index(store: Store, prefix: str, m: Manifest) -> pl.DataFrame:
+def _read_index(store: Store, prefix: str, m: Manifest, staging: Path) -> pl.DataFrame:
+    """The previous snapshot's row index, checked against the sha256 its manifest records. An object
+    store's is downloaded once, into ``staging`` (it was downloaded twice: once for the sha256, once
+    to read it). Read by polars from the file: read into an Arrow table first, the table's pages
+    stayed in Arrow's pool beside polars' copy. 1M rows in 140 row groups, on their own: 0.50 s and
+    257 MiB through Arrow, 0.06 s and 106 MiB so; at that point of a refresh (bench/refresh.py S1):
+    202 against 105 MiB (the candidates' read, next, reused the pool's pages: the refresh's peak
+    moved less; 2026-12-02)."""
     info = (m.layout or {}).get("index") or {}
     key = f"{prefix}/{info.get('path', INDEX)}"
-    if store.sha256(key) != info.get("sha256"):
-        raise ValueError(f"{key} does not match the sha256 its manifest records")
-    with store.open_parquet(key) as pf:
-        return pl.from_arrow(pf.read())
+    path = store.local_path(key)
+    spooled = path is None
+    if spooled:
+        path = _spooled(store, key, staging)
+    try:
+        if sha256_file(path) != info.get("sha256"):
+            raise ValueError(f"{key} does not match the sha256 its manifest records")
+        return pl.read_parquet(path)
+    finally:
+        if spooled:
+            path.unlink(missing_ok=True)
 
 
 def export_clustered(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, store: Store, staging: Path,
@@ -690,8 +704,8 @@ def export_clustered(shared: PostgresSnapshot, plan: TablePlan, snapshot: str, s
         base = None
     if base is not None:
         try:
-            index = _read_index(store, table_prefix(base[0], table), base[1])
-        except (ValueError, OSError, UserError, pa.ArrowException) as exc:
+            index = _read_index(store, table_prefix(base[0], table), base[1], staging)
+        except (ValueError, OSError, UserError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
             log(f"{table}: not building on {base[0]}: its row index cannot be used ({exc}); exporting every row")
             base = None
     if base is None:
@@ -954,15 +968,42 @@ def _tombstone_problem(record, older_now: int | None, new_tombs: pl.Series | Non
     return None
 
 
-def _write_index(staging: Path, facts: pl.DataFrame, key: str, plan: TablePlan) -> dict:
-    """A refresh's whole row index. (polars' writer took 0.15 s for 1M rows against pyarrow's 0.23 s,
-    but reports a full disk as a ComputeError; the write overlaps the shards' rewrites anyway.)"""
+INDEX_STEP = 1 << 18  # rows of the previous index copied (and converted for the writer) at a time
+
+
+@dataclass
+class _NewIndex:
+    """A refresh's row index, never held whole beside the previous one (a copy of it took 90 MiB more
+    at 1M rows): the previous index's rows less those that changed (``drop``), its rows tombstoned
+    since (no longer released), then the rows that changed (``fresh``), in that order."""
+    index: pl.DataFrame
+    drop: np.ndarray
+    tombs: pl.DataFrame
+    fresh: pl.DataFrame
+
+    def parts(self) -> Iterator[pl.DataFrame]:
+        cols = self.fresh.columns
+        keep = pl.Series(~self.drop)
+        for start in range(0, self.index.height, INDEX_STEP):
+            part = self.index.slice(start, INDEX_STEP).filter(keep.slice(start, INDEX_STEP)).select(cols)
+            if part.height:
+                yield part
+        for part in (self.tombs.select(cols), self.fresh):
+            if part.height:
+                yield part
+
+    def released(self, keep: np.ndarray) -> int:
+        """Its released rows (``keep``: the previous index's column of that name; tombstoned rows are not)."""
+        return int(np.count_nonzero(keep & ~self.drop)) + int(self.fresh.get_column(_KEEP).sum())
+
+
+def _write_index(staging: Path, parts: Iterable[pl.DataFrame], key: str, plan: TablePlan) -> dict:
+    """A refresh's row index, from its parts. (polars' writer took 0.15 s for 1M rows against
+    pyarrow's 0.23 s, but reports a full disk as a ComputeError; the write overlaps the shards'
+    rewrites anyway.)"""
     w = _IndexWriter(staging / INDEX, plan)
-    df = facts.select(key, _SKC, _SHARD, _KEEP, _H1, _H2, _TAIL)
     try:
-        step = 1 << 20
-        for start in range(0, df.height, step):
-            part = df.slice(start, step)
+        for part in parts:
             w.write(part.get_column(key), part.get_column(_SKC), part.get_column(_SHARD).to_numpy(),
                     part.get_column(_KEEP), part.get_column(_H1), part.get_column(_H2), part.get_column(_TAIL))
     except BaseException:
@@ -1246,10 +1287,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                 reused.append(f.reused_in(base_date, sid))
             main_bytes = pieces[0][1].bytes if rewritten else old_files[main_path].bytes
             if main_bytes > 2 * cfg.shard_bytes:
+                # its files as just written (or reused), read before those written are removed
+                sources = _shard_sources(store, base_prefix, staging, shard, pieces, reused)
+                parts = max(2, round(sum(p.stat().st_size for p in sources) / cfg.shard_bytes))
+                whole = pa.concat_tables([_data(pq.read_table(p), plan) for p in sources])
                 for _, e in pieces:
                     (staging / e.path).unlink(missing_ok=True)
-                whole = pa.concat_tables([_data(pq.read_table(p), plan) for p in _shard_sources(store, base_prefix, staging, shard, pieces, reused)])
-                pieces, reused = _split(staging, s, whole, plan, options, key, fresh_id), []
+                pieces, reused = _split(staging, s, whole, plan, options, key, fresh_id, parts), []
                 folded.add(sid)
         if sid in folded and not (fold and len(pieces) == 1 and pieces[0][0]["path"] == main_path):
             # new files (compacted or split): the feed lists every row of each
@@ -1270,17 +1314,14 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     held, at = before.rows(changed_keys.get_column(key))  # the index rows they replace (an anti join: 40-55 ms at 1M)
     out = np.zeros(index.height, dtype=bool)
     out[at[held]] = True
-    kept = index.filter(~pl.Series(out))
     tomb_keys = tomb_out.select(key)
-    if tomb_keys.height:
-        kept = pl.concat([kept, index.join(tomb_keys, on=key, how="semi").with_columns(pl.lit(False).alias(_KEEP))],
-                         how="vertical_relaxed")
+    tombs = index.join(tomb_keys, on=key, how="semi").with_columns(pl.lit(False).alias(_KEEP)) if tomb_keys.height else index.clear()
     fresh = j.filter(pl.col("op") != "same").select(
         key, _SKC, pl.col("t_shard").alias(_SHARD), _KEEP, _H1, _H2,
         pl.when(pl.col("op") == "update").then(pl.col("p_tail")).otherwise(pl.col("op").is_in(["insert", "move"])).alias(_TAIL))
-    new_index = pl.concat([kept.select(fresh.columns), fresh], how="vertical_relaxed")
+    new_index = _NewIndex(index, out, tombs, fresh)
     changed = changed_keys.height > 0 or tomb_keys.height > 0
-    early_index = Background(_write_index, staging, new_index, key, plan) if changed else None
+    early_index = Background(_write_index, staging, new_index.parts(), key, plan) if changed else None
     try:
         with ThreadPoolExecutor(max(1, options.workers)) as pool:
             list(pool.map(rewrite, touched))
@@ -1315,13 +1356,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         index_entry = dict(old_layout["index"])  # not a row changed: the previous index, linked, not rewritten
         reuse[index_entry["path"]] = f"{base_prefix}/{index_entry['path']}"
     elif folded:  # rows of a folded, compacted or split shard are in its main file(s) now: written again
-        new_index = new_index.with_columns(pl.when(pl.col(_SHARD).is_in(sorted(folded))).then(False).otherwise(pl.col(_TAIL)).alias(_TAIL))
-        new_index = _reassign_split(new_index, new_shards, key)
-        index_entry = _write_index(staging, new_index, key, plan)
+        tails = pl.when(pl.col(_SHARD).is_in(sorted(folded))).then(False).otherwise(pl.col(_TAIL)).alias(_TAIL)
+        index_entry = _write_index(staging, (_reassign_split(part.with_columns(tails), new_shards, key)
+                                             for part in new_index.parts()), key, plan)
     else:
         index_entry = early_index.result()
 
-    released = int(new_index.get_column(_KEEP).sum())
+    released = new_index.released(before.keep)
     in_files = sum(f.rows for f in files)
     if released != in_files:
         raise UserError(f"{table}: the refresh's row index holds {released} released rows but its shards {in_files}; "
@@ -1420,14 +1461,18 @@ def _spooled(store: Store, key: str, staging: Path) -> Path:
     return path
 
 
-def _split(staging: Path, s: dict, whole: pa.Table, plan: TablePlan, options, key: str, fresh_id):
-    """A shard grown past twice its size: two shards, each half of its rows by sort key (no tails)."""
+def _split(staging: Path, s: dict, whole: pa.Table, plan: TablePlan, options, key: str, fresh_id, parts: int = 2):
+    """A shard grown past twice its size: ``parts`` shards (about ``shard_bytes`` each), each as many
+    of its rows by sort key (no tails). (Cut in two, a shard grown four times split again at its
+    next change.)"""
     t = _sorted(whole, plan, key)
-    half = t.num_rows // 2
-    lo_t, hi_t = t.slice(0, half), t.slice(half)
+    parts = max(1, min(parts, t.num_rows))
+    cuts = [t.num_rows * i // parts for i in range(parts + 1)]
     out = []
-    hi_lower = sort_keys(hi_t.slice(0, 1), list(plan.config.cluster_by) + [key])[0]
-    for part, lower in ((lo_t, s["lower"]), (hi_t, hi_lower)):
+    cluster = list(plan.config.cluster_by) + [key]
+    for a, b in zip(cuts, cuts[1:]):
+        part = t.slice(a, b - a)
+        lower = s["lower"] if a == 0 else sort_keys(part.slice(0, 1), cluster)[0]
         sid = fresh_id()
         e = _write(staging / shard_file(sid), [part], plan, options.parquet, chunk=sid)
         out.append(({"id": sid, "lower": lower, "path": e.path}, e))

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 
 import psycopg
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -32,11 +33,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from dataset_assets.local.seed import change_rows, seed
+from dataset_assets.storage.manifest import load_manifest
 from dataset_assets.storage.stores import LocalStore
 from dataset_assets.storage.verify import verify_table
 from refresh_helpers import (
-    CLUSTER, FILE, KEY, RELEASED, TABLE, VOLATILE, autocommit, by_key, check_refresh, differences,
-    export_pair, first_export, in_flight, keys, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
+    SHARD_BYTES, CLUSTER, FILE, KEY, RELEASED, TABLE, VOLATILE, autocommit, by_key, check_refresh, differences,
+    export_pair, first_export, in_flight, keys, non_volatile, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
     shard_tables,
     sql, table_count, tombstone, write_config,
 )
@@ -472,6 +474,75 @@ def test_provider_changed_moves_row_to_another_shard(db, stores):
     assert set(by_key(c.refreshed, ids).column(CLUSTER).to_pylist()) == {target}
     ups = c.feed.filter(pc.equal(c.feed.column("change"), "update"))
     assert sorted(ups.column(KEY).to_pylist()) == sorted(ids), "a moved row is an update in the feed"
+
+
+def test_tails_past_a_quarter_fold_and_shards_past_twice_their_size_split(fresh_db, tmp_path):
+    """Growth: rows appended to a shard's range go to its tail, which folds into the shard once it
+    holds more than a quarter of the shard's rows; a shard past twice ``shard_bytes`` is split in
+    two the next time a refresh touches it without folding. The row index those refreshes write
+    (tails and shards reassigned) is what the next refresh builds on: after the split, updates and
+    deletes in every shard, found through it."""
+    uri = fresh_db("refresh_growth")
+    seed(uri, tables=[TABLE], rows={TABLE: SCENARIO_ROWS}, seed=23)
+    store, full = LocalStore(tmp_path / "refresh"), LocalStore(tmp_path / "full")
+    dates = [D1, D2, D3, "2026-03-04", "2026-03-05"]
+    first = first_export(uri, dates[0], store).layout["shards"]
+
+    def grown(date: int, inserts: list[float]) -> list[dict]:
+        for salt, fraction in enumerate(inserts):
+            change_rows(uri, TABLE, fraction=fraction, seed=date * 10 + salt, mode="random", kinds=("insert",))
+        c = check_refresh(uri, store, full, dates[date - 1], dates[date], mode="xmin")
+        shards = c.manifest.layout["shards"]
+        assert not any(s.get("tail") for s in shards), "every tail folded into its shard"
+        assert [s["id"] for s in shards] == [s["id"] for s in first], "folding keeps each shard's id"
+        assert not any(f.reused_from for f in c.manifest.files), "every shard's main file was rewritten with its tail"
+        return shards
+
+    grown(1, [0.4])         # 40 % more rows, in every shard's range
+    grown(2, [1.0, 1.0])    # four times as many: every shard past twice shard_bytes (as written, ~0.7 of it)
+
+    def changed(date: int) -> list[dict]:
+        change_rows(uri, TABLE, fraction=0.05, seed=date, mode="random", kinds=("update", "delete"))
+        c = check_refresh(uri, store, full, dates[date - 1], dates[date], mode="xmin")
+        assert c.stats["updated"] > 0 and c.stats["deleted"] > 0
+        return c.manifest.layout["shards"]
+
+    split = changed(3)
+    sizes = [store.local_path(f"snapshots/{dates[3]}/{TABLE}/{s['path']}").stat().st_size for s in split]
+    assert len(split) > 2 * len(first) and max(sizes) < 1.5 * SHARD_BYTES, \
+        f"each of the {len(first)} shards split into shards of about shard_bytes: {sizes}"
+    assert changed(4) == split, "the split shards are refreshed in place, not split again"
+
+
+def _s3_release(store, date: str) -> pa.Table:
+    """The released rows of ``date`` in an object store, sorted by key."""
+    m = load_manifest(store, f"snapshots/{date}/{TABLE}", TABLE, date)
+    parts = []
+    for f in m.files:
+        with store.open_parquet(f"snapshots/{date}/{TABLE}/{f.path}") as pf:
+            parts.append(pf.read())
+    return pa.concat_tables(parts).sort_by(KEY)
+
+
+def test_a_refresh_on_an_s3_store_builds_on_the_release_there(fresh_db, s3_store, tmp_path):
+    """The store production uses: the previous row index and shards come from S3 (downloaded once
+    each), unchanged shards are server-side copies, and the release equals a full export."""
+    uri = fresh_db("refresh_s3")
+    seed(uri, tables=[TABLE], rows={TABLE: SCENARIO_ROWS}, seed=24)
+    full = LocalStore(tmp_path / "full")
+    m1 = first_export(uri, D1, s3_store)
+    # rows of the first shard's range only (the smallest sort keys): updated, and some deleted
+    first = keys(uri, RELEASED, limit=60, order=f"i.{CLUSTER} NULLS FIRST, i.{KEY}")
+    arr = lambda xs: f"'{{{','.join(xs)}}}'::uuid[]"  # noqa: E731
+    sql(uri, f"UPDATE {TABLE} SET title = 'on s3' WHERE {KEY} = ANY({arr(first[:50])})",
+        f"DELETE FROM {TABLE} WHERE {KEY} = ANY({arr(first[50:])})")
+    m2, _ = export_pair(uri, D2, s3_store, full)
+    stats = m2.layout["refresh"]
+    assert stats["mode"] == "xmin" and (stats["updated"], stats["deleted"]) == (50, 10), stats
+    assert stats["shards_rewritten"] == 1 and stats["files_reused"] == len(m1.layout["shards"]) - 1, stats
+    refreshed, expected = _s3_release(s3_store, D2), release(full, D2)[0]
+    assert not differences(refreshed, expected.drop_columns([FILE]), non_volatile(expected), ("refresh", "full export"))
+    assert verify_table(s3_store, D2, TABLE).ok
 
 
 # ---------------------------------------------------------------------------------------------
