@@ -514,6 +514,29 @@ def test_tails_past_a_quarter_fold_and_shards_past_twice_their_size_split(fresh_
     assert changed(4) == split, "the split shards are refreshed in place, not split again"
 
 
+def test_a_shard_whose_main_rows_are_all_deleted_keeps_its_tails_rows(fresh_db, tmp_path):
+    """A shard whose main file loses every row while its tail holds rows is compacted: one file
+    under a new id holds the tail's rows; the refresh after it builds on the index it wrote."""
+    uri = fresh_db("refresh_emptied")
+    seed(uri, tables=[TABLE], rows={TABLE: SCENARIO_ROWS}, seed=25)
+    store, full = LocalStore(tmp_path / "refresh"), LocalStore(tmp_path / "full")
+    first_export(uri, D1, store)
+    change_rows(uri, TABLE, fraction=0.05, seed=1, mode="random", kinds=("insert",))  # into every shard's tail
+    shards = check_refresh(uri, store, full, D1, D2, mode="xmin").manifest.layout["shards"]
+    shard = shards[1]
+    assert shard.get("tail"), shard
+    main = pq.read_table(store.local_path(f"snapshots/{D2}/{TABLE}/{shard['path']}"), columns=[KEY]).column(KEY).to_pylist()
+    tail = pq.read_table(store.local_path(f"snapshots/{D2}/{TABLE}/{shard['tail']}"), columns=[KEY]).column(KEY).to_pylist()
+    sql(uri, f"DELETE FROM {TABLE} WHERE {KEY} = ANY('{{{','.join(main)}}}'::uuid[])")
+    c3 = check_refresh(uri, store, full, D2, D3, mode="xmin")
+    after = c3.manifest.layout["shards"]
+    assert [s["id"] for s in after if s["id"] not in {x["id"] for x in shards}] != [], "compacted under a new id"
+    assert sorted(k for k, f in zip(c3.refreshed.column(KEY).to_pylist(), c3.refreshed.column(FILE).to_pylist())
+                  if f not in {s.get(p) for s in shards for p in ("path", "tail")}) == sorted(tail)
+    change_rows(uri, TABLE, fraction=0.05, seed=2, mode="random", kinds=("update", "delete", "insert"))
+    check_refresh(uri, store, full, D3, "2026-03-04", mode="xmin")
+
+
 def _s3_release(store, date: str) -> pa.Table:
     """The released rows of ``date`` in an object store, sorted by key."""
     m = load_manifest(store, f"snapshots/{date}/{TABLE}", TABLE, date)
