@@ -471,7 +471,10 @@ class _Known:
 
     def unchanged(self, keys: pl.Series, h1: pl.Series, h2: pl.Series) -> np.ndarray:
         """Whether each key was released before with the same hashes."""
-        found, row = self.rows(keys)
+        return self.unchanged_rows(*self.rows(keys), h1, h2)
+
+    def unchanged_rows(self, found: np.ndarray, row: np.ndarray, h1: pl.Series, h2: pl.Series) -> np.ndarray:
+        """The same, for keys :meth:`rows` found (``found``, ``row``)."""
         out = found.copy()
         at = row[found]
         out[found] = self.keep[at] & (self.h1[at] == h1.to_numpy()[found]) & (self.h2[at] == h2.to_numpy()[found])
@@ -1114,7 +1117,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     prev = index.rename(prev_names)
     ids = pl.Series(layout.ids, dtype=pl.Int32)
     c = cand.with_columns(pl.col(_SHARD).map_batches(lambda s: ids.gather(s), return_dtype=pl.Int32).alias("t_shard"))
-    j = before.joined(c, cand_found, cand_row, prev_names)
+    # candidates released before with the same hashes (unchanged, or changed only in volatile
+    # columns) are counted, not joined with their previous index rows: with every row a candidate
+    # (mode content), that join held a copy of the whole index beside them
+    same_np = before.unchanged_rows(cand_found, cand_row, c.get_column(_H1), c.get_column(_H2)) & c.get_column(_KEEP).to_numpy()
+    n_same = int(np.count_nonzero(same_np))
+    rest = ~same_np
+    j = before.joined(c.filter(pl.Series(rest)) if n_same else c, cand_found[rest], cand_row[rest], prev_names)
     same = (pl.col(_H1) == pl.col("p_h1")) & (pl.col(_H2) == pl.col("p_h2"))
     known = pl.col("p_keep").is_not_null()
     j = j.with_columns(
@@ -1149,6 +1158,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     touched = sorted(set(removals.get_column("p_shard").to_list()) | set(updates.get_column("p_shard").to_list())
                      | set(inserts.get_column("t_shard").to_list()))
     counts = {op: int(n) for op, n in j.group_by("op").len().iter_rows()}
+    counts["same"] = counts.get("same", 0) + n_same
 
     # ---- rewrite the touched shards ----------------------------------------------------------
     pos_of = {sid: p for p, sid in enumerate(layout.ids)}
