@@ -44,7 +44,7 @@ dev: install
 
 # everything (CI): the lint, then the e2e tier in a pytest process of its own beside the unit and
 # integration tiers in another. The e2e tier, a daemon's runs and their step processes, is about as
-# long as the other two (8 min 30 s and 8 min 39 s of a clean clone's 8 min 49 s, 2026-12-02), so it
+# long as the other two (9 min 10 s and 10 min 22 s of a clean clone's 10 min 36 s, 2026-12-02 14:27), so it
 # starts first; its output follows.
 E2E_LOG := .local/test-e2e.log
 test: lint
