@@ -478,8 +478,8 @@ def test_provider_changed_moves_row_to_another_shard(db, stores):
 
 def test_tails_past_a_quarter_fold_and_shards_past_twice_their_size_split(fresh_db, tmp_path):
     """Growth: rows appended to a shard's range go to its tail, which folds into the shard once it
-    holds more than a quarter of the shard's rows; a shard past twice ``shard_bytes`` is split in
-    two the next time a refresh touches it without folding. The row index those refreshes write
+    holds more than a quarter of the shard's rows; a shard past twice ``shard_bytes`` is split into
+    shards of about ``shard_bytes`` the next time a refresh touches it without folding. The row index those refreshes write
     (tails and shards reassigned) is what the next refresh builds on: after the split, updates and
     deletes in every shard, found through it."""
     uri = fresh_db("refresh_growth")
@@ -548,8 +548,8 @@ def _s3_release(store, date: str) -> pa.Table:
 
 
 def test_a_refresh_on_an_s3_store_builds_on_the_release_there(fresh_db, s3_store, tmp_path):
-    """The store production uses: the previous row index and shards come from S3 (downloaded once
-    each), unchanged shards are server-side copies, and the release equals a full export."""
+    """The store production uses: the previous row index and shards come from S3, unchanged
+    shards are server-side copies, and the release equals a full export."""
     uri = fresh_db("refresh_s3")
     seed(uri, tables=[TABLE], rows={TABLE: SCENARIO_ROWS}, seed=24)
     full = LocalStore(tmp_path / "full")
