@@ -995,9 +995,10 @@ class _NewIndex:
             if part.height:
                 yield part
 
-    def released(self, keep: np.ndarray) -> int:
-        """Its released rows (``keep``: the previous index's column of that name; tombstoned rows are not)."""
-        return int(np.count_nonzero(keep & ~self.drop)) + int(self.fresh.get_column(_KEEP).sum())
+    def released(self) -> int:
+        """Its released rows (tombstoned rows are not)."""
+        kept = self.index.get_column(_KEEP).filter(pl.Series(~self.drop))
+        return int(kept.sum()) + int(self.fresh.get_column(_KEEP).sum())
 
 
 def _write_index(staging: Path, parts: Iterable[pl.DataFrame], key: str, plan: TablePlan) -> dict:
@@ -1119,16 +1120,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     c = cand.with_columns(pl.col(_SHARD).map_batches(lambda s: ids.gather(s), return_dtype=pl.Int32).alias("t_shard"))
     # candidates released before with the same hashes (unchanged, or changed only in volatile
     # columns) are counted, not joined with their previous index rows: with every row a candidate
-    # (mode content), that join held a copy of the whole index beside them
-    same_np = before.unchanged_rows(cand_found, cand_row, c.get_column(_H1), c.get_column(_H2)) & c.get_column(_KEEP).to_numpy()
-    n_same = int(np.count_nonzero(same_np))
-    rest = ~same_np
-    j = before.joined(c.filter(pl.Series(rest)) if n_same else c, cand_found[rest], cand_row[rest], prev_names)
-    same = (pl.col(_H1) == pl.col("p_h1")) & (pl.col(_H2) == pl.col("p_h2"))
+    # (mode content), that join held a copy of the whole index beside them. ``j``: the others,
+    # each classified by what it was and is
+    same = before.unchanged_rows(cand_found, cand_row, c.get_column(_H1), c.get_column(_H2)) & c.get_column(_KEEP).to_numpy()
+    j = before.joined(c.filter(pl.Series(~same)), cand_found[~same], cand_row[~same], prev_names)
     known = pl.col("p_keep").is_not_null()
     j = j.with_columns(
-        pl.when(pl.col(_KEEP) & known & pl.col("p_keep") & same).then(pl.lit("same"))
-          .when(pl.col(_KEEP) & known & pl.col("p_keep") & (pl.col("t_shard") == pl.col("p_shard"))).then(pl.lit("update"))
+        pl.when(pl.col(_KEEP) & known & pl.col("p_keep") & (pl.col("t_shard") == pl.col("p_shard"))).then(pl.lit("update"))
           .when(pl.col(_KEEP) & known & pl.col("p_keep")).then(pl.lit("move"))
           .when(pl.col(_KEEP)).then(pl.lit("insert"))
           .when(known & pl.col("p_keep")).then(pl.lit("delete"))
@@ -1158,7 +1156,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     touched = sorted(set(removals.get_column("p_shard").to_list()) | set(updates.get_column("p_shard").to_list())
                      | set(inserts.get_column("t_shard").to_list()))
     counts = {op: int(n) for op, n in j.group_by("op").len().iter_rows()}
-    counts["same"] = counts.get("same", 0) + n_same
+    counts["same"] = int(np.count_nonzero(same))
 
     # ---- rewrite the touched shards ----------------------------------------------------------
     pos_of = {sid: p for p, sid in enumerate(layout.ids)}
@@ -1320,13 +1318,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
 
     # the row index: the previous one without what changed, plus what changed; written while the
     # shards are (0.15-0.3 s at 1M rows), and again after them only if a shard folds, is compacted or splits
-    changed_keys = pl.concat([j.filter(pl.col("op") != "same").select(key), removals.select(key), gone_all]).unique()
+    changed_keys = pl.concat([j.select(key), removals.select(key), gone_all]).unique()
     held, at = before.rows(changed_keys.get_column(key))  # the index rows they replace (an anti join: 40-55 ms at 1M)
     out = np.zeros(index.height, dtype=bool)
     out[at[held]] = True
     tomb_keys = tomb_out.select(key)
     tombs = index.join(tomb_keys, on=key, how="semi").with_columns(pl.lit(False).alias(_KEEP)) if tomb_keys.height else index.clear()
-    fresh = j.filter(pl.col("op") != "same").select(
+    fresh = j.select(
         key, _SKC, pl.col("t_shard").alias(_SHARD), _KEEP, _H1, _H2,
         pl.when(pl.col("op") == "update").then(pl.col("p_tail")).otherwise(pl.col("op").is_in(["insert", "move"])).alias(_TAIL))
     new_index = _NewIndex(index, out, tombs, fresh)
@@ -1372,7 +1370,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     else:
         index_entry = early_index.result()
 
-    released = new_index.released(before.keep)
+    released = new_index.released()
     in_files = sum(f.rows for f in files)
     if released != in_files:
         raise UserError(f"{table}: the refresh's row index holds {released} released rows but its shards {in_files}; "
@@ -1473,8 +1471,8 @@ def _spooled(store: Store, key: str, staging: Path) -> Path:
 
 def _split(staging: Path, s: dict, whole: pa.Table, plan: TablePlan, options, key: str, fresh_id, parts: int = 2):
     """A shard grown past twice its size: ``parts`` shards (about ``shard_bytes`` each), each as many
-    of its rows by sort key (no tails). (Cut in two, a shard grown four times split again at its
-    next change.)"""
+    of its rows by sort key (no tails): cut in two, a shard grown four times would split again at
+    its next change."""
     t = _sorted(whole, plan, key)
     parts = max(1, min(parts, t.num_rows))
     cuts = [t.num_rows * i // parts for i in range(parts + 1)]
