@@ -12,7 +12,6 @@ interpreter); each stays a check of its own in the UI, with its own result, and 
 of them can run."""
 
 import os
-
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg

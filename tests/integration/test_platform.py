@@ -105,7 +105,6 @@ def test_a_date_materialises_with_its_checks_on_an_s3_store(defs_module, instanc
     assert s3_store.is_complete(f"snapshots/{DATE}/image") and s3_store.exists(f"snapshots/{DATE}/README.md")
 
 
-
 def test_one_check_runs_alone(defs_module, instance, seeded_uri, tmp_path):
     """The table checks share a step but not their fate: one of them, selected alone (as the UI's "execute
     check" does, a subset of the asset job), runs alone and reports alone."""
