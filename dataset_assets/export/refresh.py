@@ -76,7 +76,7 @@ import pyarrow.parquet as pq
 from dataset_assets.errors import UserError
 from dataset_assets.export.background import Background, source_failure
 from dataset_assets.export.progress import Progress
-from dataset_assets.export.shards import ParquetOptions, disk_error, parquet_writer
+from dataset_assets.export.shards import ParquetOptions, disk_error, parquet_writer, write_behind
 from dataset_assets.source import candidates as cand_sql
 from dataset_assets.source.fingerprints import reuse_blocker
 from dataset_assets.source.plan import TablePlan, primary_key
@@ -522,6 +522,7 @@ def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) ->
     for start in range(0, part.num_rows, step):
         piece = part.slice(start, step)
         w.write_table(piece, row_group_size=piece.num_rows)
+    write_behind(w.where)
     return part.num_rows
 
 
@@ -536,6 +537,7 @@ def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: Parq
                 rows += _write_part(w, part, options)
         finally:
             w.close()
+        write_behind(path)
         return FileEntry.written(path, rows, chunk=chunk)
     except OSError as exc:
         raise disk_error(exc, path.parent) from None
@@ -615,6 +617,7 @@ class _Buffered:
 
         def close(pos: int) -> tuple[int, FileEntry]:
             self._writers[pos].close()
+            write_behind(self.staging / shard_file(self.ids[pos]))
             return pos, FileEntry.written(self.staging / shard_file(self.ids[pos]), self._rows[pos], chunk=self.ids[pos])
 
         try:
@@ -916,6 +919,7 @@ class _IndexWriter:
             with self._lock:
                 self._writer.write_table(part, row_group_size=max(1, n))
                 self.rows += n
+            write_behind(self.path)
         except OSError as exc:
             raise disk_error(exc, self.path.parent) from None
 
@@ -927,6 +931,7 @@ class _IndexWriter:
     def close(self) -> dict:
         try:
             self._writer.close()
+            write_behind(self.path)
             return {"path": INDEX, "rows": self.rows, "bytes": self.path.stat().st_size, "sha256": sha256_file(self.path)}
         except OSError as exc:
             raise disk_error(exc, self.path.parent) from None

