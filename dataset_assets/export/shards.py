@@ -94,6 +94,11 @@ class _WriteBehind:
     dirty pages back after 30 s; an S3 store's staged files too), only sooner."""
 
     def __init__(self) -> None:
+        self._reset()
+        # a forked child has no such thread, and may have copied the lock held: it starts afresh
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._pending: dict[str, None] = {}  # ordered, without duplicates
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None

@@ -1,0 +1,48 @@
+"""The write-behind thread (export/shards.py): staged files reach the disk while the export goes on,
+and a file gone by the time its turn comes (a failed export's staging removed) stops nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from dataset_assets.export.shards import write_behind
+
+
+def test_write_behind_syncs_each_file_once_and_survives_a_missing_one(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        real(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    files = [tmp_path / f"shard-{i}.parquet" for i in range(3)]
+    for f in files:
+        f.write_bytes(os.urandom(1 << 16))
+    write_behind(tmp_path / "removed-meanwhile.parquet")  # open fails: skipped, the thread goes on
+    for f in files:
+        write_behind(f)
+    deadline = time.monotonic() + 30
+    while not all(str(f) in synced for f in files) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [p for p in synced if p.startswith(str(tmp_path))] == [str(f) for f in files]
+
+
+def test_a_forked_child_starts_its_own_write_behind_thread(tmp_path):
+    write_behind(tmp_path / "before-fork")  # the parent's thread exists now
+    target = tmp_path / "child.parquet"
+    target.write_bytes(b"x")
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the helper must not wait on the parent's thread or lock
+        try:
+            write_behind(target)
+            deadline = time.monotonic() + 20
+            while write_behind._pending and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os._exit(0 if not write_behind._pending and write_behind._thread.is_alive() else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
