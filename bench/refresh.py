@@ -46,6 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import dataset_assets  # noqa: E402,F401  first: it chooses Arrow's allocator, as in every process of ours (dataset_assets/allocator.py)
 import run as bench  # noqa: E402  (the main benchmark: seeding, the embedded server, machine facts)
 
 TABLE = "image"

@@ -183,7 +183,8 @@ def run_one(args) -> int:
     # the parent passes the settings, so that a peer's child does not import the engine for them
     settings = json.loads(args.settings) if args.settings else parquet_settings()
     # imports happen before the clock starts
-    preload = (["adbc_driver_postgresql.dbapi", "pyarrow.parquet", "dataset_assets.export.run"]
+    # ours: dataset_assets first, which chooses Arrow's allocator before pyarrow loads (dataset_assets/allocator.py)
+    preload = (["dataset_assets", "adbc_driver_postgresql.dbapi", "pyarrow.parquet", "dataset_assets.export.run"]
                + (["dataset_assets.export.refresh"] if args.one == "ours_clustered" else [])) if args.one in OURS \
         else exporters.TOOL_MODULES[args.one]
     for module in preload:
