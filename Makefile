@@ -49,9 +49,10 @@ dev: install
 	$(PY) -m dataset_assets.local.dev
 
 # everything (CI): the lint, then the e2e tier in a pytest process of its own beside the unit and
-# integration tiers in another. The e2e tier, a daemon's runs and their step processes, is about as
-# long as the other two (9 min 10 s and 10 min 22 s of a clean clone's 10 min 36 s, 2026-12-02 14:27), so it
-# starts first; its output follows.
+# integration tiers in another. The e2e tier (a daemon's runs and their step processes) took 6 min 35 s
+# beside their 11 min 52 s in a clean clone's 12 min 41 s (2026-12-02 17:55, a machine half as fast as
+# the one of 14:27, where it was 9 min 10 s beside 10 min 22 s before bytecode was compiled at
+# install), so it starts first; its output follows.
 E2E_LOG := .local/test-e2e.log
 test: lint
 	@mkdir -p .local; \
