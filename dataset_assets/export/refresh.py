@@ -76,7 +76,7 @@ import pyarrow.parquet as pq
 from dataset_assets.errors import UserError
 from dataset_assets.export.background import Background, source_failure
 from dataset_assets.export.progress import Progress
-from dataset_assets.export.shards import ParquetOptions, disk_error, parquet_writer, write_behind
+from dataset_assets.export.shards import ParquetOptions, StagedWriter, disk_error, parquet_writer
 from dataset_assets.source import candidates as cand_sql
 from dataset_assets.source.fingerprints import reuse_blocker
 from dataset_assets.source.plan import TablePlan, primary_key
@@ -522,7 +522,6 @@ def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) ->
     for start in range(0, part.num_rows, step):
         piece = part.slice(start, step)
         w.write_table(piece, row_group_size=piece.num_rows)
-    write_behind(w.where)
     return part.num_rows
 
 
@@ -537,7 +536,6 @@ def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: Parq
                 rows += _write_part(w, part, options)
         finally:
             w.close()
-        write_behind(path)
         return FileEntry.written(path, rows, chunk=chunk)
     except OSError as exc:
         raise disk_error(exc, path.parent) from None
@@ -617,7 +615,6 @@ class _Buffered:
 
         def close(pos: int) -> tuple[int, FileEntry]:
             self._writers[pos].close()
-            write_behind(self.staging / shard_file(self.ids[pos]))
             return pos, FileEntry.written(self.staging / shard_file(self.ids[pos]), self._rows[pos], chunk=self.ids[pos])
 
         try:
@@ -902,8 +899,8 @@ class _IndexWriter:
                                  pa.field(_SHARD, pa.int32()), pa.field(_KEEP, pa.bool_()),
                                  pa.field(_H1, pa.uint64()), pa.field(_H2, pa.uint64()), pa.field(_TAIL, pa.bool_())])
         try:
-            self._writer = pq.ParquetWriter(str(path), self.schema, compression="none", write_statistics=False,
-                                            use_dictionary=[_SKC, _SHARD])
+            self._writer = StagedWriter(str(path), self.schema, compression="none", write_statistics=False,
+                                        use_dictionary=[_SKC, _SHARD])
         except OSError as exc:
             raise disk_error(exc, path.parent) from None
         self._lock = threading.Lock()
@@ -919,7 +916,6 @@ class _IndexWriter:
             with self._lock:
                 self._writer.write_table(part, row_group_size=max(1, n))
                 self.rows += n
-            write_behind(self.path)
         except OSError as exc:
             raise disk_error(exc, self.path.parent) from None
 
@@ -931,7 +927,6 @@ class _IndexWriter:
     def close(self) -> dict:
         try:
             self._writer.close()
-            write_behind(self.path)
             return {"path": INDEX, "rows": self.rows, "bytes": self.path.stat().st_size, "sha256": sha256_file(self.path)}
         except OSError as exc:
             raise disk_error(exc, self.path.parent) from None
