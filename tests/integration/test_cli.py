@@ -79,21 +79,19 @@ def test_store_not_writable(seeded_uri, tmp_path):
 
 def test_disk_full_leaves_nothing_visible(seeded_uri, store, monkeypatch):
     """Shards are written to /dev/full, so the kernel answers ENOSPC for real."""
-    import pyarrow.parquet as pq
-
     from dataset_assets.export import shards as writer_mod
     from dataset_assets.export.run import export_snapshot
     from dataset_assets.errors import StoreError
 
-    real = pq.ParquetWriter
+    real = writer_mod.StagedWriter
 
     def to_full_disk(where, *a, **kw):
         return real(open("/dev/full", "wb", buffering=0), *a, **kw)
 
-    monkeypatch.setattr(writer_mod.pq, "ParquetWriter", to_full_disk)
+    monkeypatch.setattr(writer_mod, "StagedWriter", to_full_disk)
     with pytest.raises(StoreError, match=r"is full; free space"):
         export_snapshot(seeded_uri, ["image"], DATE, store)
-    monkeypatch.setattr(writer_mod.pq, "ParquetWriter", real)
+    monkeypatch.setattr(writer_mod, "StagedWriter", real)
     assert not store.exists(f"snapshots/{DATE}/image")
     assert list((store.root / ".staging").glob("*")) == []
 

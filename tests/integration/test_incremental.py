@@ -220,11 +220,11 @@ def test_disk_full_while_chunks_are_finished_leaves_nothing_visible(fresh_db, tm
     uri = fresh_db("inc_full")
     seed(uri, tables=["audio"], rows=1500, seed=2)
     store = LocalStore(tmp_path / "full")
-    real = pq.ParquetWriter
-    monkeypatch.setattr(writer_mod.pq, "ParquetWriter", lambda where, *a, **kw: real(open("/dev/full", "wb", buffering=0), *a, **kw))
+    real = writer_mod.StagedWriter
+    monkeypatch.setattr(writer_mod, "StagedWriter", lambda where, *a, **kw: real(open("/dev/full", "wb", buffering=0), *a, **kw))
     with pytest.raises(StoreError, match=r"is full; free space"):
         export_snapshot(uri, ["audio"], "2026-11-01", store, ExportOptions(workers=2))
-    monkeypatch.setattr(writer_mod.pq, "ParquetWriter", real)
+    monkeypatch.setattr(writer_mod, "StagedWriter", real)
     assert not store.exists("snapshots/2026-11-01/audio")
     assert list((store.root / ".staging").glob("*")) == []
     [done] = export_snapshot(uri, ["audio"], "2026-11-01", store, ExportOptions(workers=2))  # a rerun completes
