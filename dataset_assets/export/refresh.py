@@ -662,6 +662,22 @@ def _data(table: pa.Table, plan: TablePlan) -> pa.Table:
 # ---------------------------------------------------------------------------------------------
 
 
+class _Stages:
+    """Wall seconds of an export's stages, in order (the manifest's ``timings.stages_seconds``): where
+    a slow run spent its time. First export: read (the rows read, hashed, cut into shards and, when
+    written while reading, encoded), finish (the rest written and closed). Refresh: read (the
+    candidates), classify, rewrite (the touched shards), index, feed (the change feed)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._last, 3)
+        self._last = now
+
+
 @dataclass
 class ClusteredResult:
     files: list[FileEntry]
@@ -850,6 +866,7 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
     sink = _Buffered(staging, plan, ids, options.parquet, BUFFER_BYTES) if buffered \
         else _Spill(staging / "_spill", plan.schema.arrow, len(lowers))
     index = _IndexWriter(staging / INDEX, plan)
+    stages = _Stages()
     progress.start(f"{plan.info.name}", plan.estimated_rows)
     try:
         read = _read_rows(shared, plan, layout, None, sink, hash_columns, options.workers, options.batch_bytes, progress,
@@ -860,8 +877,10 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
         raise
     finally:
         progress.finish()
+    stages.done("read")
     index_entry = index.close()
     files = sink.finish(options.workers) if buffered else _write_spilled(sink, staging, plan, ids, options)
+    stages.done("finish")
     # shards that received no released row are dropped; their ranges join the shard before them
     shards = [{"id": ids[p], "lower": layout.lowers[p], "path": files[p].path} for p in sorted(files)]
     if shards:
@@ -878,7 +897,8 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
         raise UserError(f"{plan.info.name}: {read.rows} rows were read but the row index holds {index_entry['rows']}; "
                         f"nothing was committed to the store, rerun the export.")
     return ClusteredResult(sorted(files.values(), key=lambda f: f.path), {}, layout_doc, None, released, read.rows,
-                           {"rows_read": read.rows, "bytes_read": read.nbytes, "index_released_rows": released})
+                           {"rows_read": read.rows, "bytes_read": read.nbytes, "index_released_rows": released,
+                            "stages_seconds": stages.seconds})
 
 
 def _write_spilled(spill: _Spill, staging: Path, plan: TablePlan, ids: list[int], options) -> dict[int, FileEntry]:
@@ -1080,6 +1100,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     lookup = Background(_Known, index, key)
     # every row is read (mode content): count(*) with the filters as well, as a first export does
     counting = count() if previous is None and count is not None else None
+    stages = _Stages()
     progress.start(f"{table} changes since {base_date}", None)
     try:
         read = _read_rows(shared, plan, layout, previous, spill, hash_columns, options.workers, options.batch_bytes, progress,
@@ -1132,6 +1153,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         deleted_keys = index.select(key).join(cand.select(key), on=key, how="anti").get_column(key)
         new_tombs = None
 
+    stages.done("read")
     # ---- classify -------------------------------------------------------------------------
     prev_names = {_SKC: "p_skc", _SHARD: "p_shard", _KEEP: "p_keep", _H1: "p_h1", _H2: "p_h2", _TAIL: "p_tail"}
     prev = index.rename(prev_names)
@@ -1177,6 +1199,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     counts = {op: int(n) for op, n in j.group_by("op").len().iter_rows()}
     counts["same"] = int(np.count_nonzero(same))
 
+    stages.done("classify")
     # ---- rewrite the touched shards ----------------------------------------------------------
     pos_of = {sid: p for p, sid in enumerate(layout.ids)}
     by_id = {s["id"]: s for s in shards}
@@ -1353,6 +1376,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     try:
         with ThreadPoolExecutor(max(1, options.workers)) as pool:
             list(pool.map(rewrite, touched))
+        stages.done("rewrite")
     finally:
         if early_index is not None:
             early_index.wait()  # it writes into staging, which a failure removes
@@ -1395,6 +1419,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     if released != in_files:
         raise UserError(f"{table}: the refresh's row index holds {released} released rows but its shards {in_files}; "
                         f"nothing was committed to the store, rerun the export with --full.")
+    stages.done("index")
     timings = {"rows_read": read.rows, "bytes_read": read.nbytes, "index_released_rows": released}
     if counting is not None:
         source_rows, seconds = counting.result()
@@ -1413,6 +1438,8 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     feed_parts = [t for sid in touched for t in feeds.get(sid, [])]
     row_groups = {f.path: _row_group_sizes(staging / f.path) for f in files if f.reused_from is None}
     changes = _write_changes(staging, feed_parts, plan, m, base_date, options, row_groups)
+    stages.done("feed")
+    timings["stages_seconds"] = stages.seconds
     del_count = true_deletes.height
     layout_doc = {"kind": "clustered", "basis": basis, "cluster_by": list(cfg.cluster_by), "key": key,
                   "shard_bytes": cfg.shard_bytes, "volatile_columns": sorted(cfg.volatile_columns),
