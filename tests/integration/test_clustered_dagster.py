@@ -41,6 +41,7 @@ def test_first_export_then_refresh_through_the_assets(clustered_image, defs_modu
     assert first.success
     meta1 = materialization_metadata(first, "image")
     assert meta1["refresh"].value["mode"] == "first export"
+    assert set(meta1["stages_seconds"].value) == {"read", "finish"}
     checks1 = check_results(first)
     assert checks1 and all(checks1.values()), {k: v for k, v in checks1.items() if not v}
 
@@ -51,6 +52,8 @@ def test_first_export_then_refresh_through_the_assets(clustered_image, defs_modu
     assert r["mode"] != "first export" and r["base_snapshot"] == D1
     assert r["inserted"] >= 1 and r["updated"] + r.get("moved", 0) >= 1 and r["deleted"] >= 1, (r, changed)
     assert 0 < r["shards_rewritten"] and r["files_written"] >= 1
+    stages = materialization_metadata(second, "image")["stages_seconds"].value
+    assert list(stages) == ["read", "classify", "rewrite", "index", "feed"] and all(v >= 0 for v in stages.values()), stages
     checks2 = check_results(second)
     assert checks2 and all(checks2.values()), {k: v for k, v in checks2.items() if not v}
 
