@@ -31,7 +31,7 @@ class TableConfig:
     preview: bool = True           # show the first rows in the Dagster UI (false: no row leaves the store for the UI)
     layout: str = "chunks"         # chunks: key ranges of chunk_rows rows; clustered: shards of cluster_by ranges (export/refresh.py)
     cluster_by: tuple[str, ...] = field(default_factory=tuple)  # layout clustered: shards hold ranges of these columns, then the key
-    shard_bytes: int = 256 << 20   # layout clustered: parquet bytes a shard grows to before it splits
+    shard_bytes: int = 256 << 20   # layout clustered: parquet bytes per shard (past twice this it splits; under a quarter it merges into a neighbour)
     volatile_columns: tuple[str, ...] = field(default_factory=tuple)  # a change only here is no change (keeps the previous row)
 
 

@@ -8,6 +8,8 @@ also those the filters leave out, its key, the cluster part of its sort key, its
 it is released, whether it is in the shard's tail, and a 128-bit hash of its non-volatile
 columns. Rows that arrive in a shard's range go to the shard's *tail* file
 (``train-NNNNN-tail.parquet``) until the tail holds a quarter of the shard's rows and folds in.
+A shard past twice ``shard_bytes`` splits into shards of about ``shard_bytes``; one that shrinks
+under a quarter of it merges into a neighbour (into its tail: :func:`_merges`).
 
 First export (no previous snapshot to build on, or ``--full``)::
 
@@ -32,7 +34,8 @@ Refresh (a previous snapshot of the same basis in the store)::
       same hash as before -> unchanged (a change only in volatile columns is no change)
       else update in place / delete / insert / move to another shard
     shards with changes: rewritten copy-on-write from the previous files (row groups kept,
-      unchanged rows in their order, updated rows in their place; new rows into the tail)
+      unchanged rows in their order, updated rows in their place; new rows into the tail); a
+      shard shrunk under a quarter of shard_bytes: its rows into its neighbour's tail
     shards without: reused byte for byte (links locally, server-side copies on S3)
     the change feed (changes/changes-00000.parquet): inserted and updated rows, deleted keys,
       each with the file it belongs to (export/feed.py replays it)
@@ -1250,7 +1253,12 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         upd_tbl, ins_tbl = _pick(new_rows, upd_keys, key), _pick(new_rows, ins.get_column(key), key)
         upd_in_tail = upd.get_column("p_tail").to_numpy()
         ins_part = [_data(ins_tbl, plan)] if ins_tbl is not None and ins_tbl.num_rows else []
-        ins_ops = pa.array(np.where(ins.get_column("existed").to_numpy(), "update", "insert"), pa.string())
+        ins_ops = [pa.array(np.where(ins.get_column("existed").to_numpy(), "update", "insert"), pa.string())] if ins_part else []
+        for _pos, path in sorted(merged_in.get(sid, ())):  # a shrunken neighbour's rows, after this shard's own new rows
+            with pa.memory_map(str(path)) as f:
+                rows = pa.ipc.open_file(f).read_all()
+            ins_part.append(rows)
+            ins_ops.append(feed_op(rows))
         main_path, tail_path = s["path"], s.get("tail")
         main_changed = bool((~rem.get_column("p_tail")).any() or (~upd.get_column("p_tail")).any())
         tail_changed = bool(rem.get_column("p_tail").any() or upd.get_column("p_tail").any() or ins_part)
@@ -1283,6 +1291,22 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             gone_here = dels.filter(pl.col("p_tail") == in_tail).get_column(key) if dels.height else dels.get_column(key)
             if len(gone_here):
                 feed.append(_delete_rows(gone_here, path, plan, key))
+        if sid in merge_into:
+            # shrunk under 1/MERGE_SHARE of shard_bytes: its rows, changes applied, go to the tail of
+            # the neighbour that takes its range (rewrite_shard of that shard writes them, after
+            # this one: staged here a row group at a time, in the spill folder); its files leave
+            # the release, and the feed lists its rows as upserts into that tail
+            path = staging / "_spill" / f"merge-{sid:05d}.arrow"
+            try:
+                with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, plan.schema.arrow) as w:
+                    for g in itertools.chain(applied(main_path), applied(tail_path) if tail_path else (), ins_part):
+                        w.write_table(g)
+            except OSError as exc:
+                raise disk_error(exc, staging) from None
+            with id_lock:
+                merged_in.setdefault(merge_into[sid], []).append((pos_of[sid], path))
+            new_shards[sid], new_entries[sid], feeds[sid] = [], [], feed
+            return
         # the main file's rows after the change, from the index (the rows leaving it); it is read
         # only to be rewritten, a row group at a time. A tail holds at most ~1/TAIL_SHARE of a
         # shard and is read whole.
@@ -1314,8 +1338,8 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             pieces = [(shard, _write(staging / main_path, itertools.chain(applied(main_path), [appended]), plan, options.parquet))]
             feed += in_place(main_path, False)
             # the tail's rows were all released before: updates; then the rows new to the shard
-            old_tail = appended.num_rows - (ins_part[0].num_rows if ins_part else 0)
-            ops = pa.concat_arrays([pa.array(["update"] * old_tail, pa.string()), *([ins_ops] if ins_part else [])])
+            old_tail = appended.num_rows - sum(t.num_rows for t in ins_part)
+            ops = pa.concat_arrays([pa.array(["update"] * old_tail, pa.string()), *ins_ops])
             feed.append(_change_rows(appended, ops, main_path, plan))
             folded.add(sid)
         else:
@@ -1330,8 +1354,8 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                 shard["tail"] = tail_path or tail_file(sid)
                 pieces.append((shard, _write(staging / shard["tail"], tail_new, plan, options.parquet)))
                 feed += in_place(shard["tail"], True)
-                if ins_part:
-                    feed.append(_change_rows(ins_part[0], ins_ops, shard["tail"], plan))
+                for part, ops in zip(ins_part, ins_ops):
+                    feed.append(_change_rows(part, ops, shard["tail"], plan))
             elif tail_new is None and tail_path:
                 shard["tail"] = tail_path
                 f = old_files[tail_path]
@@ -1373,9 +1397,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     new_index = _NewIndex(index, out, tombs, fresh)
     changed = changed_keys.height > 0 or tomb_keys.height > 0
     early_index = Background(_write_index, staging, new_index.parts(), key, plan) if changed else None
+    merge_into = _merges(layout.ids, touched, by_id, old_files, rem_of, ins_of, cfg.shard_bytes)
+    merged_in: dict[int, list[tuple[int, Path]]] = {}  # taker -> (position, staged rows) of each shard merging into it
+    touched = sorted(set(touched) | set(merge_into.values()))
     try:
         with ThreadPoolExecutor(max(1, options.workers)) as pool:
-            list(pool.map(rewrite, touched))
+            list(pool.map(rewrite, [sid for sid in touched if sid in merge_into]))  # their rows, for their neighbours
+            list(pool.map(rewrite, [sid for sid in touched if sid not in merge_into]))
         stages.done("rewrite")
     finally:
         if early_index is not None:
@@ -1407,9 +1435,14 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     if not changed and not folded:
         index_entry = dict(old_layout["index"])  # not a row changed: the previous index, linked, not rewritten
         reuse[index_entry["path"]] = f"{base_prefix}/{index_entry['path']}"
-    elif folded:  # rows of a folded, compacted or split shard are in its main file(s) now: written again
+    elif folded or merge_into:
+        # written again: rows of a merged shard are in its neighbour's tail now, rows of a folded,
+        # compacted or split shard in its main file(s)
+        merged = pl.col(_SHARD).is_in(sorted(merge_into))
+        moves = [pl.when(merged).then(pl.lit(True)).otherwise(pl.col(_TAIL)).alias(_TAIL),
+                 pl.col(_SHARD).replace(merge_into).alias(_SHARD)]
         tails = pl.when(pl.col(_SHARD).is_in(sorted(folded))).then(False).otherwise(pl.col(_TAIL)).alias(_TAIL)
-        index_entry = _write_index(staging, (_reassign_split(part.with_columns(tails), new_shards, key)
+        index_entry = _write_index(staging, (_reassign_split(part.with_columns(moves).with_columns(tails), new_shards, key)
                                              for part in new_index.parts()), key, plan)
     else:
         index_entry = early_index.result()
@@ -1450,12 +1483,45 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                               "candidates": cand.height, "unchanged_candidates": counts.get("same", 0),
                               "inserted": counts.get("insert", 0), "updated": counts.get("update", 0),
                               "moved": counts.get("move", 0),
-                              "deleted": del_count, "shards_rewritten": len(touched),
+                              "deleted": del_count, "shards_rewritten": len(touched), "shards_merged": len(merge_into),
                               "files_reused": sum(1 for f in files if f.reused_from is not None), "files_written": sum(1 for f in files if f.reused_from is None)}}
     log(f"{table}: {cand.height:,} rows read ({mode}) since {base_date}; {counts.get('same', 0):,} unchanged, "
         f"{counts.get('insert', 0):,} inserted, {counts.get('update', 0) + counts.get('move', 0):,} updated, "
-        f"{del_count:,} deleted; {len(touched)} of {len(shards)} shards rewritten")
+        f"{del_count:,} deleted; {len(touched)} of {len(shards)} shards rewritten"
+        + (f", {len(merge_into)} merged into a neighbour" if merge_into else ""))
     return ClusteredResult(sorted(files, key=lambda f: f.path), reuse, layout_doc, changes, released, read.rows, timings)
+
+
+MERGE_SHARE = 4  # a shard that shrinks under 1/4 of shard_bytes merges into a neighbour
+
+
+def _merges(ids: list[int], touched: list[int], by_id: dict, old_files: dict, rem_of, ins_of, shard_bytes: int) -> dict[int, int]:
+    """{shard: the neighbour taking its rows} for the touched shards that shrink in this refresh to
+    under 1/``MERGE_SHARE`` of ``shard_bytes`` (estimated from their rows after the change and their
+    files' bytes per row): the previous shard in sort-key order takes the range and the rows (into
+    its tail: its main file is not rewritten), or the next one for the first shard. A shard that
+    takes rows does not merge itself, nor does one emptied (it is dropped), nor into one."""
+    def rows_after(sid: int) -> tuple[int, int, int]:
+        s = by_id[sid]
+        files = [old_files[p] for p in (s["path"], s.get("tail")) if p]
+        rows = sum(f.rows for f in files)
+        return rows, rows - rem_of(sid).height + ins_of(sid).height, sum(f.bytes for f in files)
+
+    out: dict[int, int] = {}
+    takers: set[int] = set()
+    changed = set(touched)
+    for p, sid in enumerate(ids):
+        if sid not in changed or sid in takers:
+            continue
+        before, after, nbytes = rows_after(sid)
+        if not (0 < after < before) or after * (nbytes / before) * MERGE_SHARE >= shard_bytes:
+            continue
+        for q in (p - 1, p + 1):
+            if 0 <= q < len(ids) and ids[q] not in out and rows_after(ids[q])[1] > 0:
+                out[sid] = ids[q]
+                takers.add(ids[q])
+                break
+    return out
 
 
 def _by_shard(df: pl.DataFrame, column: str):
