@@ -549,7 +549,8 @@ def test_a_shard_whose_main_rows_are_all_deleted_keeps_its_tails_rows(fresh_db, 
 def test_a_shard_that_shrinks_merges_into_its_neighbours_tail(fresh_db, tmp_path):
     """Shrinking: a shard that falls under a quarter of ``shard_bytes`` merges into the shard
     before it (the first shard: into the one after it), which takes its range and its rows into
-    its tail; that shard's main file and every other shard stay as they were. The release equals
+    its tail; that shard's main file and every other shard stay as they were (until its tail
+    passes a quarter of its rows and folds into its main file, as any tail). The release equals
     a full export, the change feed rebuilds it byte for byte (root hash), and the refreshes after
     build on the row index the merge wrote."""
     from dataset_assets.export.feed import apply_changes
@@ -557,7 +558,7 @@ def test_a_shard_that_shrinks_merges_into_its_neighbours_tail(fresh_db, tmp_path
     uri = fresh_db("refresh_merge")
     seed(uri, tables=[TABLE], rows={TABLE: SCENARIO_ROWS}, seed=26)
     store, full = LocalStore(tmp_path / "refresh"), LocalStore(tmp_path / "full")
-    dates = [D1, D2, D3, "2026-03-04"]
+    dates = [D1, D2, D3, "2026-03-04", "2026-03-05"]
     shards = first_export(uri, D1, store).layout["shards"]
     assert len(shards) >= 4, shards
 
@@ -594,9 +595,16 @@ def test_a_shard_that_shrinks_merges_into_its_neighbours_tail(fresh_db, tmp_path
     assert [s["id"] for s in again] == [s["id"] for s in after[1:]] and again[0]["lower"] is None
     assert set(left) <= set(shard_keys(D3, again[0])) and again[0]["path"] == after[1]["path"]
 
+    # a third into that shard: its tail passes a quarter of its rows and folds into its main file
+    left, c = shrink(3, again[1])
+    taker = c.manifest.layout["shards"][0]
+    assert taker["id"] == again[0]["id"] and not taker.get("tail"), "the tail folded"
+    assert taker["path"] not in {f.path for f in c.manifest.files if f.reused_from}, "the main file rewritten"
+    assert set(left) <= set(shard_keys(dates[3], taker))
+
     # the next refresh builds on the index the merges wrote: changes everywhere, found through it
     change_rows(uri, TABLE, fraction=0.05, seed=3, mode="random", kinds=("update", "delete", "insert"))
-    check_refresh(uri, store, full, D3, dates[3], mode="xmin")
+    check_refresh(uri, store, full, dates[3], dates[4], mode="xmin")
 
 
 def _s3_release(store, date: str) -> pa.Table:
