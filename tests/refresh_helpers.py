@@ -411,6 +411,7 @@ def check_refresh(uri: str, store, full_store, base_date: str, date: str, mode: 
         want.update(moved=got["moved"], updated=got["updated"])
     assert got == want, f"refresh {date} stats {got}, the releases show {want}"
     assert stats["shards_rewritten"] == len(touched), (stats["shards_rewritten"], sorted(touched))
+    assert stats.get("shards_merged", 0) == len(merged), (stats.get("shards_merged"), merged)
     # files: an untouched shard's files are all reused as they were; a file marked reused is the
     # previous file byte for byte; a file written anew belongs to a touched shard
     old_entries = {f.path: f for f in pm.files}
