@@ -1256,7 +1256,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         ins_ops = [pa.array(np.where(ins.get_column("existed").to_numpy(), "update", "insert"), pa.string())] if ins_part else []
         for _pos, path in sorted(merged_in.get(sid, ())):  # a shrunken neighbour's rows, after this shard's own new rows
             with pa.memory_map(str(path)) as f:
-                rows = pa.ipc.open_file(f).read_all()
+                rows = pa.ipc.open_file(f, options=_SPILL_READ).read_all()
             ins_part.append(rows)
             ins_ops.append(feed_op(rows))
         main_path, tail_path = s["path"], s.get("tail")
@@ -1298,7 +1298,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             # the release, and the feed lists its rows as upserts into that tail
             path = staging / "_spill" / f"merge-{sid:05d}.arrow"
             try:
-                with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, plan.schema.arrow) as w:
+                with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, plan.schema.arrow, options=_SPILL_WRITE) as w:
                     for g in itertools.chain(applied(main_path), applied(tail_path) if tail_path else (), ins_part):
                         w.write_table(g)
             except OSError as exc:
@@ -1402,8 +1402,9 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     touched = sorted(set(touched) | set(merge_into.values()))
     try:
         with ThreadPoolExecutor(max(1, options.workers)) as pool:
-            list(pool.map(rewrite, [sid for sid in touched if sid in merge_into]))  # their rows, for their neighbours
-            list(pool.map(rewrite, [sid for sid in touched if sid not in merge_into]))
+            takers = set(merge_into.values())  # after the shards merging into them, which stage their rows
+            list(pool.map(rewrite, [sid for sid in touched if sid not in takers]))
+            list(pool.map(rewrite, [sid for sid in touched if sid in takers]))
         stages.done("rewrite")
     finally:
         if early_index is not None:
