@@ -158,11 +158,18 @@ def peak_rss_mib() -> float | None:
     return _status_mib("VmHWM")
 
 
+ROW_GROUP_BYTES: int | None = None  # --row-group-mib: the writer's row groups (None: the engine's default)
+
+
 def run_export(uri: str, date: str, store, workers: int, cpu: ServerCpu, verbose: bool, **options) -> dict:
     """One export of ``image``, timed in-process, with the server's CPU around it."""
     from dataset_assets.export.run import ExportOptions, export_snapshot
 
     progress = byte_counter()
+    if ROW_GROUP_BYTES:
+        from dataset_assets.export.shards import ParquetOptions
+
+        options.setdefault("parquet", ParquetOptions(row_group_bytes=ROW_GROUP_BYTES))
     opts = ExportOptions(workers=workers, **options)
     cpu.settle()  # backends of earlier connections are reaped before the first reading
     c0 = cpu.seconds()
@@ -540,7 +547,10 @@ def run_scenario(name: str, server: str, template: str, cfg: Path, args, cpu: Se
         log(f"    xet      full export {xet_full['sent_bytes'] / MB:.1f} MB sent, refresh {xet_refresh['sent_bytes'] / MB:.1f} MB "
             f"(new bytes {xet_refresh['new_bytes'] / MB:.1f} MB of {xet_refresh['total_bytes'] / MB:.1f} MB)")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            log(f"    kept     {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     for r in (base, full, refresh):
         r.pop("paths")
     ratios = {
@@ -647,6 +657,10 @@ def parse_args(argv=None):
     p.add_argument("--shared-buffers", help="shared_buffers of the benchmark's embedded server (default: 25%% of RAM, as bench/run.py)")
     p.add_argument("--out", help="where to save the JSON results (default bench/results/refresh-<layout>-<timestamp>.json)")
     p.add_argument("--verbose", action="store_true", help="print the engine's log lines")
+    p.add_argument("--row-group-mib", type=int, help="row groups of every export, in MiB of Arrow data "
+                                                      "(default: the engine's, ParquetOptions.row_group_bytes)")
+    p.add_argument("--keep", action="store_true", help="keep each scenario's stores (previous release, full export, "
+                                                        "refresh) under .local/bench-tmp/ for inspection")
     args = p.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     bad = [s for s in args.scenarios if s not in SCENARIOS]
@@ -659,6 +673,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    global ROW_GROUP_BYTES
+    ROW_GROUP_BYTES = args.row_group_mib * (1 << 20) if args.row_group_mib else None
     bench.WORK_DIR.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HOME", str(bench.WORK_DIR / "hf-home"))  # hf_xet's logs stay under .local/
     from dataset_assets.errors import UserError
@@ -730,6 +746,7 @@ def main(argv=None) -> int:
     when = started.strftime("%Y-%m-%d %H:%M UTC")
     heading = (f"Refresh benchmark {when}: {rows:,} {TABLE} rows, layout {args.layout}"
                + (f" (shard_bytes {shard_bytes:,})" if shard_bytes else "")
+               + (f", row groups of {args.row_group_mib} MiB" if args.row_group_mib else "")
                + f", {args.workers} workers; machine {info['nproc']} cores, {info['memory_gib']} GiB RAM"
                + (f" ({info['cpu_model']})" if info["cpu_model"] else "") + f"; shared_buffers {shared_buffers}")
     first_exports = [r["base"]["wall_s"] for r in results if "error" not in r]

@@ -75,12 +75,14 @@ def preview_enabled(table: str) -> bool:
 def refresh_metadata(m) -> dict:
     """Layout clustered: how the snapshot was made (first export, or a refresh by xmin or by
     content) and what it found: rows read, unchanged candidates, inserts, updates, deletes,
-    shards rewritten and merged, files written and reused; and the wall seconds of each stage."""
+    how rows gone from the table were found (through the tombstones, by the keys of every unchanged row,
+    or by content), shards rewritten and merged, files written and reused; and the wall seconds of each stage."""
     r = (m.layout or {}).get("refresh") if isinstance(m.layout, dict) else None
     if not r:
         return {}
     keys = ("mode", "base_snapshot", "why_content", "rows_read", "bytes_read", "candidates", "unchanged_candidates",
-            "inserted", "updated", "moved", "deleted", "shards_rewritten", "shards_merged", "shards_written", "files_written", "files_reused")
+            "inserted", "updated", "moved", "deleted", "deletions_found_by", "shards_rewritten", "shards_merged", "shards_written",
+            "files_written", "files_reused")
     out = {"refresh": dg.MetadataValue.json({k: r[k] for k in keys if k in r}),
            "shards_rewritten": r.get("shards_rewritten", r.get("shards_written", 0))}
     stages = (m.timings or {}).get("stages_seconds")

@@ -17,8 +17,10 @@ the previous release (or was left out by its filters). So:
 * **unchanged rows**: counted only, as every row of the table less the candidates read: a
   plain ``count(*)`` skips the tuples of the pages the visibility map marks all-visible (most
   of a vacuumed table), where any condition on ``xmin`` would visit each (1M rows: ~100 ms of
-  server CPU against ~320 ms). The count tells whether rows were deleted; only then are their
-  keys read.
+  server CPU against ~320 ms). The count tells whether rows were deleted, and how many. Rows
+  tombstoned since and gone from the table (upstream's way to delete) are deleted rows; when
+  they are as many as the count says, they are all of them; otherwise the keys of the
+  unchanged rows are read, and the deleted ones are the previous release's keys among neither.
 * **tombstones**: tombstone rows added since are read by key (their rows leave the
   release); tombstone rows removed since are seen by the count of the older ones, and then
   the refresh does not trust the previous release (``export/refresh.py``).
@@ -130,6 +132,15 @@ def new_tombstones_sql(plan: TablePlan, previous: TxidSnapshot) -> str:
     """Keys tombstoned since ``previous``."""
     key = quote_ident(primary_key(plan.config, plan.info))
     return f"SELECT DISTINCT d.{key} FROM {quote_ident(tombstone_table(plan))} AS d WHERE {_is_new('d', previous)}"
+
+
+def deleted_tombstoned_sql(plan: TablePlan, previous: TxidSnapshot) -> str:
+    """Keys tombstoned since ``previous`` whose rows are gone from the table: deletions found
+    without listing the table's keys (upstream moves a row to the tombstone table, then deletes
+    it). A lookup by key per new tombstone (the table's primary key index)."""
+    key = quote_ident(primary_key(plan.config, plan.info))
+    return (f"SELECT DISTINCT d.{key} FROM {quote_ident(tombstone_table(plan))} AS d WHERE {_is_new('d', previous)} "
+            f"AND NOT EXISTS (SELECT 1 FROM {quote_ident(plan.info.name)} AS t WHERE t.{key} = d.{key})")
 
 
 def sample_sql(plan: TablePlan, columns: list[str], percent: float) -> str:

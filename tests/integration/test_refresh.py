@@ -345,10 +345,39 @@ def test_removals(db, stores, how):
     assert c.diff.deleted == set(ids) and s["deleted"] == len(ids)
     assert (s["inserted"], s["updated"], s["moved"]) == (0, 0, 0)
     assert s["candidates"] == (len(ids) if how == "removed_from_source" else 0)
+    # rows gone from the table are found through the tombstones, without listing the table's keys
+    assert s["deletions_found_by"] == ("tombstones" if how == "tombstone_and_delete" else None), s
     deletes = c.feed.filter(pc.equal(c.feed.column("change"), "delete"))
     assert sorted(deletes.column(KEY).to_pylist()) == sorted(ids)
     assert all(deletes.column(col).null_count == len(ids) for col in c.refreshed.column_names if col not in (KEY, FILE)), \
         "a delete carries only the key"
+
+
+@pytest.mark.parametrize("how", ["tombstones", "tombstones_and_a_plain_delete", "a_new_row_tombstoned"])
+def test_deleted_rows_are_found_through_tombstones_or_else_by_the_keys(db, stores, how):
+    """Rows gone from the table since the previous release are found through the tombstones added
+    since (upstream moves a row there, then deletes it) when those account for every gone row;
+    otherwise (here a row deleted without a tombstone) by listing the keys of every unchanged row.
+    A row inserted after the previous release, then tombstoned and deleted, was never released:
+    it is no gone row of the release, and does not hide one."""
+    store, full = stores
+    first_export(db, D1, store)
+    ids = released_ids(db, 12, f"gone-{how}")
+    tombstone(db, ids[:8], delete=True)
+    gone = set(ids[:8])
+    if how == "tombstones_and_a_plain_delete":
+        sql(db, f"DELETE FROM {TABLE} WHERE {KEY} = ANY('{{{','.join(ids[8:10])}}}'::uuid[])")
+        gone |= set(ids[8:10])
+    elif how == "a_new_row_tombstoned":
+        before = set(keys(db, "true"))
+        change_rows(db, TABLE, fraction=3 / table_count(db), seed=31, mode="random", kinds=("insert",))
+        new = sorted(set(keys(db, "true")) - before)
+        assert new
+        tombstone(db, new, delete=True)
+    c = check_refresh(db, store, full, D1, D2, mode="xmin")
+    s = c.stats
+    assert c.diff.deleted == gone and s["deleted"] == len(gone), (c.diff.deleted ^ gone, s)
+    assert s["deletions_found_by"] == ("keys" if how == "tombstones_and_a_plain_delete" else "tombstones"), s
 
 
 def test_tombstoned_then_deleted_from_table(db, stores):
