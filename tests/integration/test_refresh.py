@@ -38,7 +38,7 @@ from dataset_assets.storage.stores import LocalStore
 from dataset_assets.storage.verify import verify_table
 from refresh_helpers import (
     SHARD_BYTES, CLUSTER, FILE, KEY, RELEASED, TABLE, VOLATILE, autocommit, by_key, check_refresh, differences,
-    export_pair, first_export, in_flight, keys, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
+    export_pair, first_export, in_flight, keys, manifest, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
     shard_tables,
     sql, table_count, tombstone, write_config,
 )
@@ -301,6 +301,9 @@ def test_touch_only_rewrites_nothing_and_release_keeps_previous_updated_on(db, s
     assert s["unchanged_candidates"] == len(in_release) > 0.15 * c.previous.num_rows
     assert_nothing_rewritten(c)
     assert s["files_written"] == 0
+    assert set(ids) - in_release, "rows the filters leave out were touched too"
+    assert c.manifest.layout["index"] == manifest(store, D1).layout["index"], \
+        "no released row changed: the previous row index is kept (rows the filters leave out keep their index rows)"
     old, kept, new = (by_key(t, in_release).column("updated_on") for t in (c.previous, c.refreshed, c.full))
     assert kept.equals(old), "the refresh keeps the previous updated_on of rows touched only in volatile columns"
     assert not pc.any(pc.equal(kept, new)).as_py(), "the full export has the new updated_on"
@@ -452,6 +455,8 @@ def test_rebuilt_and_swapped_by_rename_compares_content_and_rewrites_nothing(db,
     assert c.stats["candidates"] == table_count(db)
     assert c.stats["unchanged_candidates"] == c.refreshed.num_rows == c.previous.num_rows
     assert_nothing_rewritten(c)
+    assert c.manifest.layout["index"] == manifest(store, D1).layout["index"], \
+        "every row compared, none changed (those the filters leave out included): the previous row index is kept"
 
 
 def test_tombstone_removed_row_reappears(db, stores):
