@@ -1,4 +1,5 @@
-"""Which allocator Arrow's buffers come from in a process that runs our code.
+"""Which allocator Arrow's buffers come from in a process that runs our code (and how many
+threads numpy's OpenBLAS starts: :func:`single_threaded_blas`).
 
 pyarrow allocates from mimalloc by default. An export allocates and frees buffers of many sizes
 all the time (decoded batches conformed, read groups gathered per shard, row groups encoded), and
@@ -31,3 +32,17 @@ ENV = "ARROW_DEFAULT_MEMORY_POOL"
 def prefer_jemalloc() -> None:
     if sys.platform.startswith("linux") and "pyarrow" not in sys.modules:
         os.environ.setdefault(ENV, "jemalloc")
+
+
+BLAS_ENV = "OPENBLAS_NUM_THREADS"
+
+
+def single_threaded_blas() -> None:
+    """numpy's OpenBLAS starts a thread per core when numpy is imported, and those threads spin
+    for a while waiting for work; nothing of ours calls BLAS (numpy is used for sorting, searching
+    and masks). Measured with ``perf record -a`` on this project's 2-core machine: 0.11 CPU-s in
+    ``blas_thread_server`` in every CLI run (a refresh, a first export); the chunk layout's full
+    export of 1M rows, three pairs alternating: 5.43-5.53 user+sys CPU-s against 5.26-5.32 with
+    one thread, the same wall time. Set to 1 unless the user set it or numpy is imported already."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault(BLAS_ENV, "1")

@@ -28,3 +28,18 @@ def test_a_pool_the_user_chose_is_kept():
 
 def test_pyarrow_imported_first_keeps_its_default():
     assert pool(None, "import pyarrow as pa, dataset_assets; print(pa.default_memory_pool().backend_name)") == "mimalloc"
+
+
+BLAS = "import dataset_assets, os, numpy; print(os.environ.get('OPENBLAS_NUM_THREADS'), len(os.listdir('/proc/self/task')))"
+
+
+def blas(env_threads: str | None, code: str = BLAS) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if env_threads is not None:
+        env["OPENBLAS_NUM_THREADS"] = env_threads
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_numpys_openblas_starts_no_thread_of_its_own_unless_the_user_asks():
+    assert blas(None) == ["1", "1"], "one thread: the interpreter's (OpenBLAS's pool spins ~0.1 CPU-s per process)"
+    assert blas("2") == ["2", "2"], "the user's setting is kept"
