@@ -1589,20 +1589,51 @@ def _apply(rg: pa.Table, key: str, out_keys: pl.Series, upd_keys: pl.Series, upd
     every touched shard (S2 of make bench-refresh: 99 shards), and polars' join, filter and select
     on a few thousand keys cost more in dispatch than in work. 99 row groups of 10,000 rows of
     ``image`` with 100 updated rows each (micro-benchmark, 2026-12-02): 1.13 -> 0.65 CPU-s, of
-    which the gather that copies the row group is 0.45."""
+    which the gather that copies the row group is 0.45. So a column whose updated rows hold the
+    values they held (bit for bit: :func:`_same_values`) is not gathered: it is the previous column
+    as it is, or filtered when rows leave (an update of a title changes 3 of ``image``'s 26 columns,
+    with the volatile ones)."""
     if len(out_keys) == 0 and len(upd_keys) == 0:
         return rg
     keys = rg.column(key)
     n = rg.num_rows
     take = np.arange(n, dtype=np.int64)
+    here = np.zeros(0, dtype=np.int64)  # positions of the updated rows in ``rg``, and of their new versions in ``upd``
+    src = here
     if len(upd_keys):
         at = pc.index_in(keys, value_set=upd_keys.to_arrow().cast(keys.type))
         hit = at.is_valid().to_numpy(zero_copy_only=False)
-        take[hit] = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)[hit].astype(np.int64) + n
+        here = np.flatnonzero(hit)
+        src = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)[hit].astype(np.int64)
+        take[here] = src + n
+    keep = None
     if len(out_keys):
-        take = take[~pc.is_in(keys, value_set=out_keys.to_arrow().cast(keys.type)).to_numpy(zero_copy_only=False)]
-    both = pa.concat_tables([rg, upd_tbl.select(rg.schema.names).cast(rg.schema)]) if upd_tbl is not None and len(upd_keys) else rg
-    return both.take(pa.array(take, pa.int64()))
+        keep = ~pc.is_in(keys, value_set=out_keys.to_arrow().cast(keys.type)).to_numpy(zero_copy_only=False)
+        take = take[keep]
+    if len(here) == 0 and keep is None:
+        return rg
+    upd = upd_tbl.select(rg.schema.names).cast(rg.schema) if len(here) else None
+    gather = pa.array(take, pa.int64())
+    kept = pa.array(keep) if keep is not None else None
+    old_at, new_at = pa.array(here, pa.int64()), pa.array(src, pa.int64())
+    columns = []
+    for i in range(rg.num_columns):
+        col = rg.column(i)
+        if upd is not None and not _same_values(col.take(old_at), upd.column(i).take(new_at)):
+            columns.append(pa.chunked_array(col.chunks + upd.column(i).chunks, col.type).take(gather))
+        else:
+            columns.append(col.filter(kept) if kept is not None else col)
+    return pa.Table.from_arrays(columns, schema=rg.schema)
+
+
+def _same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
+    """Whether two columns hold the same values bit for bit, nulls in the same places: floats by
+    their bits (-0.0 is not 0.0, a NaN is the NaN it was), anything nested or dictionary-encoded
+    counts as different (gathered: always right, only slower)."""
+    a, b = a.combine_chunks(), b.combine_chunks()
+    if pa.types.is_nested(a.type) or pa.types.is_dictionary(a.type):
+        return False
+    return _by_bits(a).equals(_by_bits(b))
 
 
 def _sorted(t: pa.Table, plan: TablePlan, key: str) -> pa.Table:

@@ -124,6 +124,40 @@ def test_a_row_group_with_its_changes_applied():
         assert list(zip(got.column("id").to_pylist(), got.column("v").to_pylist())) == want
 
 
+def test_applying_changes_copies_only_the_columns_that_changed_bit_for_bit():
+    """_apply gathers a column only when an updated row's value differs in it (floats by their bits);
+    the other columns are the previous row group's own buffers (or filtered, when rows leave)."""
+    import polars as pl
+
+    nan = float("nan")
+    rg = pa.table({"id": [f"k{i}" for i in range(6)], "f": [0.0, 1.0, nan, 2.5, None, 3.0],
+                   "s": ["a", "b", None, "d", "e", "f"], "l": [[1], [2], None, [4], [5], [6]]})
+
+    def apply(out, rows):
+        upd = pa.table({c: [r[c] for r in rows] for c in rg.column_names}, schema=rg.schema) if rows else None
+        return refresh._apply(rg, "id", pl.Series(out, dtype=pl.String), pl.Series([r["id"] for r in rows], dtype=pl.String), upd)
+
+    def bits(t):
+        return t.column("f").combine_chunks().view(pa.int64()).to_pylist()
+
+    def buffers(t, c):
+        return [b.address for ch in t.column(c).chunks for b in ch.buffers() if b is not None]
+
+    same = [{"id": "k1", "f": 1.0, "s": "b", "l": [2]}, {"id": "k2", "f": nan, "s": None, "l": None}]
+    got = apply([], same)  # updated rows that hold what they held: nothing is copied
+    assert bits(got) == bits(rg) and got.drop_columns(["f"]).equals(rg.drop_columns(["f"]))  # (NaN != NaN in equals)
+    assert all(buffers(got, c) == buffers(rg, c) for c in ("id", "f", "s")), "not copied"
+    got = apply([], [{"id": "k0", "f": -0.0, "s": "a", "l": [1]}])  # only the sign bit of 0.0 changes
+    assert bits(got)[0] != bits(rg)[0] and bits(got)[1:] == bits(rg)[1:]
+    assert buffers(got, "s") == buffers(rg, "s") and got.column("l").to_pylist() == rg.column("l").to_pylist()
+    got = apply(["k3"], [{"id": "k4", "f": None, "s": "E", "l": [5]}])  # a row leaves, a string changes
+    assert got.column("id").to_pylist() == ["k0", "k1", "k2", "k4", "k5"]
+    assert got.column("s").to_pylist() == ["a", "b", None, "E", "f"]
+    assert bits(got) == [bits(rg)[i] for i in (0, 1, 2, 4, 5)] and got.column("f").null_count == 1
+    got = apply([], [{"id": "k5", "f": 3.0, "s": "f", "l": [7]}])  # a nested column is always gathered
+    assert got.column("l").to_pylist()[5] == [7] and got.column("id").to_pylist() == rg.column("id").to_pylist()
+
+
 def test_row_hashes_from_one_table_equal_those_column_by_column_and_tell_floats_by_their_bits():
     """row_hashes converts the columns to polars as one table; the row index of earlier releases holds
     hashes made one column at a time, so both must give the same numbers (else every row of the next
