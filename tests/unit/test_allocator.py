@@ -42,4 +42,5 @@ def blas(env_threads: str | None, code: str = BLAS) -> list[str]:
 
 def test_numpys_openblas_starts_no_thread_of_its_own_unless_the_user_asks():
     assert blas(None) == ["1", "1"], "one thread: the interpreter's (OpenBLAS's pool spins ~0.1 CPU-s per process)"
-    assert blas("2") == ["2", "2"], "the user's setting is kept"
+    env, threads = blas("2")
+    assert env == "2" and int(threads) <= 2, "the user's setting is kept (OpenBLAS caps it at the cores)"
