@@ -38,7 +38,7 @@ from dataset_assets.storage.stores import LocalStore
 from dataset_assets.storage.verify import verify_table
 from refresh_helpers import (
     SHARD_BYTES, CLUSTER, FILE, KEY, RELEASED, TABLE, VOLATILE, autocommit, by_key, check_refresh, differences,
-    export_pair, first_export, in_flight, keys, manifest, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
+    export_pair, first_export, in_flight, keys, manifest, prefix, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
     shard_tables,
     sql, table_count, tombstone, write_config,
 )
@@ -381,6 +381,28 @@ def test_deleted_rows_are_found_through_tombstones_or_else_by_the_keys(db, store
     s = c.stats
     assert c.diff.deleted == gone and s["deleted"] == len(gone), (c.diff.deleted ^ gone, s)
     assert s["deletions_found_by"] == ("keys" if how == "tombstones_and_a_plain_delete" else "tombstones"), s
+
+
+@pytest.mark.parametrize("damage", ["altered", "missing"])
+def test_a_previous_row_index_that_fails_its_check_means_a_first_export(db, stores, damage):
+    """The row index is what a refresh builds on: one whose bytes are not those its manifest
+    records (or that is gone) is never used; the export reads every row instead, and its
+    release is the full export's."""
+    store, full = stores
+    first_export(db, D1, store)
+    change_rows(db, TABLE, fraction=0.01, seed=41, mode="random", kinds=("insert", "update"))
+    path = store.local_path(f"{prefix(D1)}/_index.parquet")
+    if damage == "altered":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.unlink()  # (linked into later snapshots: a new file, not the shared inode)
+        path.write_bytes(bytes(data))
+    else:
+        path.unlink()
+    m, f = export_pair(db, D2, store, full)
+    assert m.layout["refresh"]["mode"] == "first export", m.layout["refresh"]
+    got, want = release(store, D2)[0], release(full, D2)[0]
+    assert not differences(got, want, what=("export", "full export"))
 
 
 def test_tombstoned_then_deleted_from_table(db, stores):
