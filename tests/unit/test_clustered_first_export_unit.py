@@ -154,7 +154,10 @@ def test_applying_changes_copies_only_the_columns_that_changed_bit_for_bit():
     assert got.column("id").to_pylist() == ["k0", "k1", "k2", "k4", "k5"]
     assert got.column("s").to_pylist() == ["a", "b", None, "E", "f"]
     assert bits(got) == [bits(rg)[i] for i in (0, 1, 2, 4, 5)] and got.column("f").null_count == 1
-    got = apply([], [{"id": "k5", "f": 3.0, "s": "f", "l": [7]}])  # a nested column is always gathered
+    got = apply([], [{"id": "k5", "f": 3.0, "s": "F", "l": [6]}])  # a nested column is gathered even when it holds what it held
+    assert got.column("l").to_pylist() == rg.column("l").to_pylist() and buffers(got, "l") != buffers(rg, "l")
+    assert got.column("s").to_pylist()[5] == "F" and buffers(got, "f") == buffers(rg, "f")
+    got = apply([], [{"id": "k5", "f": 3.0, "s": "f", "l": [7]}])  # and when it changes
     assert got.column("l").to_pylist()[5] == [7] and got.column("id").to_pylist() == rg.column("id").to_pylist()
 
 
