@@ -359,6 +359,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         and each write of one cost more than its rows)."""
         keep = pa.chunked_array([b.column(cand_sql.KEEP_COLUMN) for b in batches])
         table = pa.Table.from_batches([conform(b, plan.schema) for b in batches], schema=plan.schema.arrow)
+        nbytes = table.nbytes
         skc = sort_keys(table, layout.cluster_by)  # the cluster part, then the key's
         sk = skc + sort_keys(table, [layout.key])
         h1, h2 = row_hashes(table, hash_columns)
@@ -389,8 +390,8 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
             if f is not None:
                 facts.append(f)
             totals["rows"] += table.num_rows
-            totals["nbytes"] += table.nbytes
-        progress.advance(table.num_rows, table.nbytes)
+            totals["nbytes"] += nbytes
+        progress.advance(table.num_rows, nbytes)
 
     queue = list(reversed(units))
 
@@ -536,9 +537,11 @@ def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) ->
     """``part`` as the next row group(s) of ``w`` (one bigger than a row group is cut); its rows."""
     if part.num_rows == 0:
         return 0
-    if part.nbytes < SMALL_CHUNK_BYTES * part.column(0).num_chunks:
-        # the encoder pays per chunk: with many shards, spilled pieces hold a few hundred rows
-        # (big ones are written as they are: a copy of each piece raised the peak memory)
+    # the encoder pays per chunk: with many shards, spilled pieces hold a few hundred rows (big ones
+    # are written as they are: a copy of each piece raised the peak memory). The size is that of the
+    # chunks' buffers (a slice counts its parent's): ``nbytes`` walks the buffers through a set, and
+    # on a spilled shard of 117 pieces took 6.6 ms where combining them took 5 (this 0.6)
+    if part.get_total_buffer_size() < SMALL_CHUNK_BYTES * part.column(0).num_chunks:
         part = part.combine_chunks()
     step = _row_group_rows(part, options)
     for start in range(0, part.num_rows, step):
@@ -657,7 +660,10 @@ class _Buffered:
 
 
 def _data(table: pa.Table, plan: TablePlan) -> pa.Table:
-    return table.select(plan.schema.names).cast(plan.schema.arrow)
+    """The table's columns, in the release's schema (a cast walks every chunk: 0.6 ms on a spilled
+    shard, skipped when the schema is already that one)."""
+    table = table.select(plan.schema.names)
+    return table if table.schema.equals(plan.schema.arrow, check_metadata=True) else table.cast(plan.schema.arrow)
 
 
 # ---------------------------------------------------------------------------------------------
