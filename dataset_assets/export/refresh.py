@@ -15,7 +15,8 @@ First export (no previous snapshot to build on, or ``--full``)::
 
     sample of the sort key (TABLESAMPLE)      -> shard boundaries, ~shard_bytes each
     N workers, ctid ranges, one Postgres snapshot, rows with the filters' verdict
-      -> per GROUP_BYTES (8 MiB) of batches: sort keys, row hashes, one gather into a piece per shard,
+      -> per group of batches (8 MiB, up to 32 MiB with many shards): sort keys, row hashes, one
+         gather into a piece per shard,
          the pieces appended to each shard's rows waiting in memory; a shard's waiting rows
          are written as a row group of its parquet file once they make one (or, when all
          shards together hold BUFFER_BYTES, those of the shard holding most)
@@ -98,6 +99,19 @@ _SKC = "__skc"                    # in the row index file: the sort key without 
 TAIL_SHARE = 4                    # a shard's tail folds into it once it holds more than 1/4 of the shard's rows
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
 GROUP_BYTES = 8 << 20             # read batches gathered before they are cut per shard (memory: one per worker, and its copies)
+# A first export cuts each read group into one piece per shard, and every piece costs ~50 us of its
+# own whatever its rows (the spill's IPC message, its read back, its objects): 8 MiB over 912
+# shards are pieces of ~9 rows. So its groups grow with the shard count, PIECE_BYTES per shard, up
+# to GROUP_BYTES_MAX. 5M rows into 912 shards (CLI, 2026-12-03): groups of 8 MiB 62.7 s, 73.8 CPU-s,
+# 330 MiB; 16 MiB 55.7 s, 68.3 CPU-s, 324 MiB; 32 MiB 50.5 s, 56.6 CPU-s, 426 MiB. (A refresh spills
+# only changed rows: its groups stay GROUP_BYTES.)
+PIECE_BYTES = 32 << 10
+GROUP_BYTES_MAX = 32 << 20
+
+
+def first_export_group_bytes(shards: int) -> int:
+    """The read group of a first export into ``shards`` shards: 8 MiB up to 256 shards, 32 MiB from 1024."""
+    return max(GROUP_BYTES, min(GROUP_BYTES_MAX, shards * PIECE_BYTES))
 MAX_ROW_GROUPS = 32               # a shard with more row groups is rewritten sorted (compacted)
 
 
@@ -347,6 +361,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     it, waiting until it is built)."""
     units = list(plan.ranges)
     shard_ids = np.asarray(layout.ids, np.int32)  # a shard's position -> its id
+    group_bytes = first_export_group_bytes(len(layout.ids)) if index is not None else GROUP_BYTES
     lock = threading.Lock()
     facts: list[pl.DataFrame] = []
     totals = {"rows": 0, "nbytes": 0}
@@ -354,7 +369,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     stop = threading.Event()
 
     def handle(batches: list[pa.RecordBatch]) -> None:
-        """A group of read batches (``GROUP_BYTES``): conformed, sort keys and hashes computed,
+        """A group of read batches (``group_bytes``): conformed, sort keys and hashes computed,
         then cut into one piece per shard with a single gather (per-batch pieces were ~80 rows,
         and each write of one cost more than its rows)."""
         keep = pa.chunked_array([b.column(cand_sql.KEEP_COLUMN) for b in batches])
@@ -414,7 +429,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
                                 return
                             group.append(batch)
                             size += batch.nbytes
-                            if size >= GROUP_BYTES:
+                            if size >= group_bytes:
                                 handle(group)
                                 group, size = [], 0
                         if group:

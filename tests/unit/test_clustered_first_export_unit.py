@@ -25,6 +25,16 @@ def test_one_shard_per_worker_once_the_table_is_big_enough():
     assert refresh._estimate_shards(_plan(100 * 1024 * MiB), 256 * MiB, workers=2) == 72
 
 
+def test_a_first_exports_read_groups_grow_with_its_shard_count_within_bounds():
+    # each group is cut into a piece per shard, and a piece costs the same whatever its rows: with
+    # many shards the groups grow (PIECE_BYTES a shard), from 8 MiB up to 32 MiB
+    sizes = [refresh.first_export_group_bytes(n) for n in (1, 99, 256, 257, 512, 912, 1024, 5000)]
+    assert sizes[:3] == [refresh.GROUP_BYTES] * 3 == [8 * MiB] * 3
+    assert sizes[3] > 8 * MiB and sizes[4] == 16 * MiB and sizes[5] == 912 * refresh.PIECE_BYTES
+    assert sizes[6:] == [32 * MiB, 32 * MiB]
+    assert sizes == sorted(sizes)
+
+
 def test_spill_pieces_are_bounded_and_keep_every_row_in_order(tmp_path):
     schema = pa.schema([pa.field("k", pa.int64()), pa.field("s", pa.string())])
     spill = refresh._Spill(tmp_path / "spill", schema, shards=2)
