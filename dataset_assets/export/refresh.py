@@ -99,12 +99,13 @@ _SKC = "__skc"                    # in the row index file: the sort key without 
 TAIL_SHARE = 4                    # a shard's tail folds into it once it holds more than 1/4 of the shard's rows
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
 GROUP_BYTES = 8 << 20             # read batches gathered before they are cut per shard (memory: one per worker, and its copies)
+MAX_ROW_GROUPS = 32               # a shard with more row groups is rewritten sorted (compacted)
 # A first export cuts each read group into one piece per shard, and every piece costs ~50 us of its
 # own whatever its rows (the spill's IPC message, its read back, its objects): 8 MiB over 912
 # shards are pieces of ~9 rows. So its groups grow with the shard count, PIECE_BYTES per shard, up
-# to GROUP_BYTES_MAX. 5M rows into 912 shards (CLI, 2026-12-03): groups of 8 MiB 62.7 s, 73.8 CPU-s,
-# 330 MiB; 16 MiB 55.7 s, 68.3 CPU-s, 324 MiB; 32 MiB 50.5 s, 56.6 CPU-s, 426 MiB. (A refresh spills
-# only changed rows: its groups stay GROUP_BYTES.)
+# to GROUP_BYTES_MAX. 5M rows into 912 shards (CLI, 2026-12-03, bench/README.md): groups of 8 MiB
+# 57.1-62.7 s, 69.6-73.8 CPU-s, 315-322 MiB; 16 MiB 55.7 s, 68.3 CPU-s, 316 MiB; 32 MiB 50.5-51.2 s,
+# 56.6-60.2 CPU-s, 416 MiB. (A refresh spills only changed rows: its groups stay GROUP_BYTES.)
 PIECE_BYTES = 32 << 10
 GROUP_BYTES_MAX = 32 << 20
 
@@ -112,7 +113,6 @@ GROUP_BYTES_MAX = 32 << 20
 def first_export_group_bytes(shards: int) -> int:
     """The read group of a first export into ``shards`` shards: 8 MiB up to 256 shards, 32 MiB from 1024."""
     return max(GROUP_BYTES, min(GROUP_BYTES_MAX, shards * PIECE_BYTES))
-MAX_ROW_GROUPS = 32               # a shard with more row groups is rewritten sorted (compacted)
 
 
 def shard_file(shard_id: int) -> str:
