@@ -339,6 +339,7 @@ class _Read:
     facts: pl.DataFrame            # key, __sk, __h1, __h2, __keep, __shard (position) of every row read
     rows: int
     nbytes: int
+    sunk: int = 0                  # rows handed to the sink (a first export: the released ones)
 
 
 def spill_schema(plan: TablePlan) -> pa.Schema:
@@ -364,7 +365,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     group_bytes = first_export_group_bytes(len(layout.ids)) if index is not None else GROUP_BYTES
     lock = threading.Lock()
     facts: list[pl.DataFrame] = []
-    totals = {"rows": 0, "nbytes": 0}
+    totals = {"rows": 0, "nbytes": 0, "sunk": 0}
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -406,6 +407,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
                 facts.append(f)
             totals["rows"] += table.num_rows
             totals["nbytes"] += nbytes
+            totals["sunk"] += len(spilled)
         progress.advance(table.num_rows, nbytes)
 
     queue = list(reversed(units))
@@ -450,7 +452,8 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         raise source_failure(shared.uri, errors[0])
     empty = pl.DataFrame(schema={layout.key: _key_dtype(plan), _SK: pl.String, _SKC: pl.String, _H1: pl.UInt64, _H2: pl.UInt64,
                                  _KEEP: pl.Boolean, _SHARD: pl.Int32})
-    return _Read(pl.concat([empty, *facts], how="vertical_relaxed") if facts else empty, totals["rows"], totals["nbytes"])
+    return _Read(pl.concat([empty, *facts], how="vertical_relaxed") if facts else empty, totals["rows"], totals["nbytes"],
+                 totals["sunk"])
 
 
 class _Known:
@@ -903,7 +906,14 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
         progress.finish()
     stages.done("read")
     index_entry = index.close()
-    files = sink.finish(options.workers) if buffered else _write_spilled(sink, staging, plan, ids, options)
+    if buffered:
+        files = sink.finish(options.workers)
+    else:  # the whole table is encoded now: its own progress (hours for a table of 10^9 rows)
+        progress.start(f"{plan.info.name}: writing {len(ids)} shards from the spill", read.sunk)
+        try:
+            files = _write_spilled(sink, staging, plan, ids, options, progress)
+        finally:
+            progress.finish()
     stages.done("finish")
     # shards that received no released row are dropped; their ranges join the shard before them
     shards = [{"id": ids[p], "lower": layout.lowers[p], "path": files[p].path} for p in sorted(files)]
@@ -925,7 +935,8 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
                             "stages_seconds": stages.seconds})
 
 
-def _write_spilled(spill: _Spill, staging: Path, plan: TablePlan, ids: list[int], options) -> dict[int, FileEntry]:
+def _write_spilled(spill: _Spill, staging: Path, plan: TablePlan, ids: list[int], options,
+                   progress: Progress) -> dict[int, FileEntry]:
     """Each shard from its spill (its released rows), in the order they were read: a sort within
     the shard cost as much as the encoding and bought nothing measurable, the shard already holds
     one range of the sort key. Streamed a row group at a time: memory does not grow with the shard
@@ -939,6 +950,7 @@ def _write_spilled(spill: _Spill, staging: Path, plan: TablePlan, ids: list[int]
         parts = (_data(t, plan) for t in spill.pieces(pos, options.parquet.row_group_bytes))
         files[pos] = _write(staging / shard_file(ids[pos]), parts, plan, options.parquet, chunk=ids[pos])
         spill.path(pos).unlink(missing_ok=True)
+        progress.advance(files[pos].rows, files[pos].bytes)
 
     with ThreadPoolExecutor(max(1, options.workers)) as pool:
         list(pool.map(one, range(len(ids))))
@@ -1286,6 +1298,11 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         what ``export/feed.py`` replays."""
         with contextlib.ExitStack() as opened:  # each previous file opened once (on S3: downloaded once)
             rewrite_shard(sid, opened)
+        progress.advance(rows_before(sid), sum(e.bytes for e in new_entries.get(sid, []) if e.reused_from is None))
+
+    def rows_before(sid: int) -> int:
+        """The rows of shard ``sid`` in the previous release (main file and tail)."""
+        return sum(old_files[p].rows for p in (by_id[sid]["path"], by_id[sid].get("tail")) if p)
 
     def rewrite_shard(sid: int, opened: contextlib.ExitStack) -> None:
         s = by_id[sid]
@@ -1450,6 +1467,10 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     merge_into = _merges(layout.ids, touched, by_id, old_files, rem_of, ins_of, cfg.shard_bytes)
     merged_in: dict[int, list[tuple[int, Path]]] = {}  # taker -> (position, staged rows) of each shard merging into it
     touched = sorted(set(touched) | set(merge_into.values()))
+    # a rewrite can be the whole table (removals spread over every shard): its own progress, by the
+    # rows the rewritten shards held
+    if touched:
+        progress.start(f"{table}: rewriting {len(touched)} shards", sum(rows_before(sid) for sid in touched))
     try:
         with ThreadPoolExecutor(max(1, options.workers)) as pool:
             takers = set(merge_into.values())  # after the shards merging into them, which stage their rows
@@ -1457,6 +1478,8 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             list(pool.map(rewrite, [sid for sid in touched if sid in takers]))
         stages.done("rewrite")
     finally:
+        if touched:
+            progress.finish()
         if early_index is not None:
             early_index.wait()  # it writes into staging, which a failure removes
         shutil.rmtree(staging / "_spill", ignore_errors=True)

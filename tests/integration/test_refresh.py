@@ -22,6 +22,8 @@ from every row).
 
 from __future__ import annotations
 
+import re
+import threading
 from collections import Counter
 
 import psycopg
@@ -32,12 +34,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from dataset_assets.export.progress import Progress
+from dataset_assets.export.run import ExportOptions, export_snapshot
 from dataset_assets.local.seed import change_rows, seed
 from dataset_assets.storage.manifest import load_manifest
 from dataset_assets.storage.stores import LocalStore
 from dataset_assets.storage.verify import verify_table
 from refresh_helpers import (
-    SHARD_BYTES, CLUSTER, FILE, KEY, RELEASED, TABLE, VOLATILE, autocommit, by_key, check_refresh, differences,
+    SHARD_BYTES, CLUSTER, FILE, KEY, RELEASED, TABLE, VOLATILE, WORKERS, autocommit, by_key, check_refresh, differences,
     export_pair, first_export, in_flight, keys, manifest, prefix, query, rebuild_and_swap, release, released_count, sha256, shard_files, shard_ranges,
     shard_tables,
     sql, table_count, tombstone, write_config,
@@ -155,6 +159,60 @@ def test_first_export_shards_hold_disjoint_ranges_and_a_row_index(db, stores, mo
     for path, t in tables.items():
         ks = t.column(KEY).to_pylist()
         assert len(ks) == len(set(ks)), f"{path} holds a key twice"
+
+
+class Stages(Progress):
+    """Each progress stage an export reports: its label, the rows it announced, the rows and bytes
+    it advanced by, whether it finished."""
+
+    def __init__(self):
+        self.stages: list[dict] = []
+        self._lock = threading.Lock()
+
+    def start(self, label, total_rows):
+        self.stages.append({"label": label, "total": total_rows, "rows": 0, "bytes": 0, "finished": False})
+
+    def advance(self, rows, nbytes):
+        with self._lock:
+            self.stages[-1]["rows"] += rows
+            self.stages[-1]["bytes"] += nbytes
+
+    def finish(self):
+        self.stages[-1]["finished"] = True
+
+
+def test_writing_shards_from_the_spill_and_rewriting_shards_report_their_progress(db, stores, monkeypatch):
+    # the read reports progress; so do the two other stages that can take as long (at 10^9 rows,
+    # hours): a first export writing every shard from its spill, a refresh rewriting shards
+    from dataset_assets.export import refresh
+
+    monkeypatch.setattr(refresh, "BUFFER_BYTES", 1)  # the shards are spilled, then written
+    store, _ = stores
+    p = Stages()
+    [r] = export_snapshot(db, [TABLE], D1, store, ExportOptions(workers=WORKERS), progress=p)
+    m = r.manifest
+    assert [s["label"] for s in p.stages][0] == TABLE
+    assert len(p.stages) == 2 and re.fullmatch(rf"{TABLE}: writing \d+ shards from the spill", p.stages[1]["label"]), p.stages
+    writing = p.stages[1]
+    assert writing["total"] == writing["rows"] == m.row_count > 0 and writing["finished"]
+    assert writing["bytes"] == sum(f.bytes for f in m.files)
+
+    # a refresh that changes rows in every shard: its rewrite, by the rows those shards held
+    ids = keys(db, "true", limit=table_count(db) // 50, order=f"md5(i.{KEY}::text || 'progress')")
+    sql(db, f"UPDATE {TABLE} SET title = coalesce(title, '') || ' (progress)' WHERE {KEY} = ANY('{{{','.join(ids)}}}'::uuid[])")
+    p = Stages()
+    [r2] = export_snapshot(db, [TABLE], D2, store, ExportOptions(workers=WORKERS), progress=p)
+    rewritten = [f for f in r2.manifest.files if f.reused_from is None]
+    assert len(rewritten) == len(m.files), "a change in every shard rewrites every shard"
+    assert [s["label"] for s in p.stages] == [f"{TABLE} changes since {D1}", f"{TABLE}: rewriting {len(m.files)} shards"]
+    rewrite = p.stages[1]
+    assert rewrite["total"] == rewrite["rows"] == m.row_count and rewrite["finished"]
+    assert rewrite["bytes"] == sum(f.bytes for f in rewritten)
+
+    # nothing to rewrite: no such stage
+    p = Stages()
+    export_snapshot(db, [TABLE], D3, store, ExportOptions(workers=WORKERS), progress=p)
+    assert [s["label"] for s in p.stages] == [f"{TABLE} changes since {D2}"]
 
 
 @pytest.mark.parametrize("full", ["row index", "shards written while reading", "spill"])
