@@ -387,12 +387,14 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
             index.write(table.column(layout.key), skc, shard_ids[pos], keep_np, h1, h2)
             full, spilled = table, np.flatnonzero(keep_np)
         else:
-            full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
-                                         pa.array(keep_np)], schema=sink.schema)
             if known is not None and len(pos):
                 spilled = np.flatnonzero(~(known().unchanged(pl.from_arrow(table.column(layout.key)), h1, h2) & keep_np))
             else:
                 spilled = np.arange(len(pos))
+            # with the facts the refresh needs to place them (none when every candidate is unchanged:
+            # S5's 200k touched rows built this table, their sort keys copied, for nothing)
+            full = pa.Table.from_arrays([*table.columns, sk.to_arrow().cast(pa.large_string()), h1.to_arrow(), h2.to_arrow(),
+                                         pa.array(keep_np)], schema=sink.schema) if len(spilled) else None
         if len(spilled):
             order = spilled[np.argsort(pos[spilled], kind="stable")]
             sorted_pos = pos[order]
@@ -1302,7 +1304,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
 
     def rows_before(sid: int) -> int:
         """The rows of shard ``sid`` in the previous release (main file and tail)."""
-        return sum(old_files[p].rows for p in (by_id[sid]["path"], by_id[sid].get("tail")) if p)
+        return sum(f.rows for f in _shard_files(by_id[sid], old_files))
 
     def rewrite_shard(sid: int, opened: contextlib.ExitStack) -> None:
         s = by_id[sid]
@@ -1570,6 +1572,11 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
 MERGE_SHARE = 4  # a shard that shrinks under 1/4 of shard_bytes merges into a neighbour
 
 
+def _shard_files(shard: dict, old_files: dict) -> list[FileEntry]:
+    """A shard's files in the previous release: its main file, and its tail when it has one."""
+    return [old_files[p] for p in (shard["path"], shard.get("tail")) if p]
+
+
 def _merges(ids: list[int], touched: list[int], by_id: dict, old_files: dict, rem_of, ins_of, shard_bytes: int) -> dict[int, int]:
     """{shard: the neighbour taking its rows} for the touched shards that shrink in this refresh to
     under 1/``MERGE_SHARE`` of ``shard_bytes`` (estimated from their rows after the change and their
@@ -1577,8 +1584,7 @@ def _merges(ids: list[int], touched: list[int], by_id: dict, old_files: dict, re
     its tail: its main file is not rewritten), or the next one for the first shard. A shard that
     takes rows does not merge itself, nor does one emptied (it is dropped), nor into one."""
     def rows_after(sid: int) -> tuple[int, int, int]:
-        s = by_id[sid]
-        files = [old_files[p] for p in (s["path"], s.get("tail")) if p]
+        files = _shard_files(by_id[sid], old_files)
         rows = sum(f.rows for f in files)
         return rows, rows - rem_of(sid).height + ins_of(sid).height, sum(f.bytes for f in files)
 
@@ -1671,10 +1677,9 @@ def _same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
     """Whether two columns hold the same values bit for bit, nulls in the same places: floats by
     their bits (-0.0 is not 0.0, a NaN is the NaN it was), anything nested or dictionary-encoded
     counts as different (gathered: always right, only slower)."""
-    a, b = a.combine_chunks(), b.combine_chunks()
     if pa.types.is_nested(a.type) or pa.types.is_dictionary(a.type):
         return False
-    return _by_bits(a).equals(_by_bits(b))
+    return _by_bits(a.combine_chunks()).equals(_by_bits(b.combine_chunks()))
 
 
 def _sorted(t: pa.Table, plan: TablePlan, key: str) -> pa.Table:
