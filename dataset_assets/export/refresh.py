@@ -62,6 +62,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import mmap
 import resource
 import shutil
 import threading
@@ -307,24 +308,44 @@ class _Spill:
     def pieces(self, pos: int, nbytes: int) -> Iterator[pa.Table]:
         """Shard ``pos``'s spilled rows in pieces of about ``nbytes`` (batches are gathered while
         they fit; a bigger batch is a piece of its own), read from the file batch by batch:
-        memory holds one piece, whatever the shard's size."""
+        memory holds one piece, whatever the shard's size.
+
+        The file is mapped, not read: a batch's buffers are the file's pages (no read() copying
+        each message, no allocation per buffer), and once a piece is handed out and the next
+        asked for, the pages before the next are dropped from the process (``MADV_DONTNEED``; read
+        again from the page cache if anything still touches them), so the mapping holds about one
+        piece too. 5M rows into 912 shards, ~146k spilled batches (CLI, two pairs alternating,
+        2026-12-03): writing the shards 21.7 and 23.8 s read, 21.1 and 19.9 mapped."""
         if not self.holds(pos):
             return
-        with pa.OSFile(str(self.path(pos))) as f:
-            pending: list[pa.RecordBatch] = []
-            size = 0
-            for batch in pa.ipc.open_stream(f, options=_SPILL_READ):
-                # a batch read from the stream owns its buffers: their total is its size. (``nbytes``
-                # walks the buffers through a set, to count shared ones once: on 1M rows spilled
-                # into 99 shards, 12k batches of ~80 rows, that took 1.3 s of CPU.)
-                n = batch.get_total_buffer_size()
-                if pending and size + n > nbytes:
-                    yield pa.Table.from_batches(pending, schema=self.schema)
-                    pending, size = [], 0
-                pending.append(batch)
-                size += n
-            if pending:
+        with open(self.path(pos), "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        src = pa.BufferReader(pa.py_buffer(mm))
+        reader = pa.ipc.open_stream(src, options=_SPILL_READ)
+        pending: list[pa.RecordBatch] = []
+        size = 0
+        released = 0  # the file's pages before this offset are dropped from the process
+        while True:
+            at = src.tell()  # where the next batch's message begins
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            # a batch's buffers are its own: their total is its size. (``nbytes`` walks the buffers
+            # through a set, to count shared ones once: on 1M rows spilled into 99 shards, 12k
+            # batches of ~80 rows, that took 1.3 s of CPU.)
+            n = batch.get_total_buffer_size()
+            if pending and size + n > nbytes:
                 yield pa.Table.from_batches(pending, schema=self.schema)
+                pending, size = [], 0
+                cut = at - at % mmap.PAGESIZE
+                if cut > released:
+                    mm.madvise(mmap.MADV_DONTNEED, released, cut - released)
+                    released = cut
+            pending.append(batch)
+            size += n
+        if pending:
+            yield pa.Table.from_batches(pending, schema=self.schema)
 
 
 def _raise_open_files(n: int) -> None:

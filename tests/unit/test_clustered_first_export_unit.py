@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow as pa
+import pytest
 
 from dataset_assets.export import refresh
 
@@ -51,6 +54,39 @@ def test_spill_pieces_are_bounded_and_keep_every_row_in_order(tmp_path):
     assert [p.num_rows for p in pieces] == [5000] * 8, "five whole batches to a piece"
     assert pa.concat_tables(pieces).column("k").to_pylist() == list(range(40_000))
     assert list(spill.pieces(0, 5 * one)) == []  # a shard that received nothing
+
+
+def _resident(path: Path) -> int:
+    """Bytes of ``path``'s mappings resident in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_reading_a_spill_holds_about_one_piece_of_it_in_memory(tmp_path):
+    # the spill is mapped, not read: pieces handed out are dropped from the process's memory, so a
+    # shard's spill of 63 MiB read in pieces of 4 MiB never holds much more than one piece
+    schema = pa.schema([pa.field("k", pa.int64()), pa.field("s", pa.string())])
+    spill = refresh._Spill(tmp_path / "spill", schema, shards=1)
+    for i in range(64):
+        spill.write(0, pa.table({"k": pa.array(range(i * 1000, (i + 1) * 1000), pa.int64()),
+                                 "s": pa.array([f"{i:04d}" * 256] * 1000, pa.string())}))
+    spill.close()
+    path = spill.path(0)
+    assert path.stat().st_size > 60 * MiB
+    keys, most = [], 0
+    for piece in spill.pieces(0, 4 * MiB):
+        piece = piece.combine_chunks()  # reads every byte of the piece, as encoding it does
+        keys.extend(piece.column("k").to_pylist())
+        most = max(most, _resident(path))
+    assert keys == list(range(64_000)), "every row, in order"
+    assert 0 < most <= 10 * MiB, f"{most / MiB:.1f} MiB of the spill resident at once"
 
 
 def test_shards_are_written_while_reading_when_their_row_groups_fit_the_budget():
