@@ -331,9 +331,9 @@ class _Spill:
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
-            # a batch's buffers are its own: their total is its size. (``nbytes`` walks the buffers
-            # through a set, to count shared ones once: on 1M rows spilled into 99 shards, 12k
-            # batches of ~80 rows, that took 1.3 s of CPU.)
+            # its buffers (slices of the mapping, each counted at its own length) add up to its size.
+            # (``nbytes`` walks the buffers through a set, to count shared ones once: on 1M rows
+            # spilled into 99 shards, 12k batches of ~80 rows, that took 1.3 s of CPU.)
             n = batch.get_total_buffer_size()
             if pending and size + n > nbytes:
                 yield pa.Table.from_batches(pending, schema=self.schema)
@@ -371,7 +371,8 @@ def spill_schema(plan: TablePlan) -> pa.Schema:
 
 def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previous, sink: "_Spill | _Buffered",
                hash_columns: list[str], workers: int, batch_bytes: int, progress: Progress, collect: bool,
-               known: "Callable[[], _Known] | None" = None, index: "_IndexWriter | None" = None) -> _Read:
+               known: "Callable[[], _Known] | None" = None, index: "_IndexWriter | None" = None,
+               group_bytes: int | None = None) -> _Read:
     """Every row (``previous`` None) or the candidates since ``previous``, over ``workers``
     connections by heap range; each goes to its shard in ``sink`` (a spill, or a first export's
     shards written while reading) with its sort key, hashes and the filters' verdict. ``collect``:
@@ -380,10 +381,12 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     table's columns only, go to the sink then). ``known``: the
     previous row index; a released row whose hash is the one it had there (unchanged, or changed
     only in volatile columns) is not spilled, as nothing will be written from it (``known()`` gives
-    it, waiting until it is built)."""
+    it, waiting until it is built). ``group_bytes``: read batches gathered before they are cut
+    per shard, GROUP_BYTES unless given (a first export's grow with its shard count,
+    :func:`first_export_group_bytes`)."""
+    group_bytes = group_bytes or GROUP_BYTES
     units = list(plan.ranges)
     shard_ids = np.asarray(layout.ids, np.int32)  # a shard's position -> its id
-    group_bytes = first_export_group_bytes(len(layout.ids)) if index is not None else GROUP_BYTES
     lock = threading.Lock()
     facts: list[pl.DataFrame] = []
     totals = {"rows": 0, "nbytes": 0, "sunk": 0}
@@ -920,7 +923,7 @@ def _first_export(shared, plan, store, staging, options, progress, log, key, has
     progress.start(f"{plan.info.name}", plan.estimated_rows)
     try:
         read = _read_rows(shared, plan, layout, None, sink, hash_columns, options.workers, options.batch_bytes, progress,
-                          collect=False, index=index)
+                          collect=False, index=index, group_bytes=first_export_group_bytes(len(ids)))
     except BaseException:
         sink.abort()
         index.abort()
