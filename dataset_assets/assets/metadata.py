@@ -81,8 +81,8 @@ def refresh_metadata(m) -> dict:
     if not r:
         return {}
     keys = ("mode", "base_snapshot", "why_content", "rows_read", "bytes_read", "candidates", "unchanged_candidates",
-            "inserted", "updated", "moved", "deleted", "deletions_found_by", "shards_rewritten", "shards_merged", "shards_written",
-            "files_written", "files_reused")
+            "inserted", "updated", "moved", "deleted", "deletions_found_by", "rows_counted_by", "shards_rewritten", "shards_merged",
+            "shards_written", "files_written", "files_reused")
     out = {"refresh": dg.MetadataValue.json({k: r[k] for k in keys if k in r}),
            "shards_rewritten": r.get("shards_rewritten", r.get("shards_written", 0))}
     stages = (m.timings or {}).get("stages_seconds")

@@ -361,6 +361,7 @@ class _Read:
     rows: int
     nbytes: int
     sunk: int = 0                  # rows handed to the sink (a first export: the released ones)
+    scanned: int | None = None     # rows of the snapshot the reading scans visited (count_scanned; None: not counted)
 
 
 def spill_schema(plan: TablePlan) -> pa.Schema:
@@ -372,7 +373,7 @@ def spill_schema(plan: TablePlan) -> pa.Schema:
 def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previous, sink: "_Spill | _Buffered",
                hash_columns: list[str], workers: int, batch_bytes: int, progress: Progress, collect: bool,
                known: "Callable[[], _Known] | None" = None, index: "_IndexWriter | None" = None,
-               group_bytes: int | None = None) -> _Read:
+               group_bytes: int | None = None, count_scanned: bool = False) -> _Read:
     """Every row (``previous`` None) or the candidates since ``previous``, over ``workers``
     connections by heap range; each goes to its shard in ``sink`` (a spill, or a first export's
     shards written while reading) with its sort key, hashes and the filters' verdict. ``collect``:
@@ -383,13 +384,15 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     only in volatile columns) is not spilled, as nothing will be written from it (``known()`` gives
     it, waiting until it is built). ``group_bytes``: read batches gathered before they are cut
     per shard, GROUP_BYTES unless given (a first export's grow with its shard count,
-    :func:`first_export_group_bytes`)."""
+    :func:`first_export_group_bytes`). ``count_scanned``: also count the rows of the snapshot the
+    scans visited, shipped or not (:func:`candidates.scanned_sql`): ``_Read.scanned``, None when
+    Postgres keeps no such count."""
     group_bytes = group_bytes or GROUP_BYTES
     units = list(plan.ranges)
     shard_ids = np.asarray(layout.ids, np.int32)  # a shard's position -> its id
     lock = threading.Lock()
     facts: list[pl.DataFrame] = []
-    totals = {"rows": 0, "nbytes": 0, "sunk": 0}
+    totals = {"rows": 0, "nbytes": 0, "sunk": 0, "scanned": 0 if count_scanned else None}
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -438,13 +441,19 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
 
     queue = list(reversed(units))
 
+    def scanned(cur) -> int | None:
+        cur.execute(cand_sql.scanned_sql(plan))
+        n, kept = cur.fetchone()
+        return int(n) if kept else None
+
     def worker() -> None:
         try:
             with shared.connection() as (_, cur):
+                before = scanned(cur) if count_scanned else None
                 while not stop.is_set():
                     with lock:
                         if not queue:
-                            return
+                            break
                         lo, hi = queue.pop()
                     cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
                     cur.execute(cand_sql.read_sql(plan, previous, lo, hi))
@@ -465,6 +474,13 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
                     finally:
                         with contextlib.suppress(Exception):
                             reader.close()
+                if count_scanned and not stop.is_set():
+                    after = scanned(cur)
+                    with lock:
+                        if before is None or after is None or totals["scanned"] is None:
+                            totals["scanned"] = None
+                        else:
+                            totals["scanned"] += after - before
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
             stop.set()
@@ -479,7 +495,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     empty = pl.DataFrame(schema={layout.key: _key_dtype(plan), _SK: pl.String, _SKC: pl.String, _H1: pl.UInt64, _H2: pl.UInt64,
                                  _KEEP: pl.Boolean, _SHARD: pl.Int32})
     return _Read(pl.concat([empty, *facts], how="vertical_relaxed") if facts else empty, totals["rows"], totals["nbytes"],
-                 totals["sunk"])
+                 totals["sunk"], totals["scanned"])
 
 
 class _Known:
@@ -1163,9 +1179,6 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     def side_queries():
         with shared.connection() as (_, cur):
             out = {}
-            if previous is not None:
-                cur.execute(cand_sql.all_count_sql(plan))
-                out["all"] = int(cur.fetchone()[0])
             if cand_sql.tombstone_table(plan):
                 cur.execute(cand_sql.tombstone_count_sql(plan, previous))
                 total, older = cur.fetchone()
@@ -1185,7 +1198,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     progress.start(f"{table} changes since {base_date}", None)
     try:
         read = _read_rows(shared, plan, layout, previous, spill, hash_columns, options.workers, options.batch_bytes, progress,
-                          collect=True, known=lookup.result)
+                          collect=True, known=lookup.result, count_scanned=previous is not None)
     except BaseException:
         side.wait()
         if counting is not None:
@@ -1203,6 +1216,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         raise source_failure(shared.uri, exc) from exc
     if "tomb" in extra:
         tomb_older = extra["tomb"][1]
+    every_row, counted_by = read.scanned, "scans" if previous is not None else None
+    if previous is not None and (every_row is None or every_row < read.rows):
+        counted_by = "count"
+        # the scans' own count is off in this Postgres (or cannot be right): a count of its own
+        with shared.connection() as (_, cur):
+            cur.execute(cand_sql.all_count_sql(plan))
+            every_row = int(cur.fetchone()[0])
     cand = read.facts
     cand_found, cand_row = before.rows(cand.get_column(key))  # each candidate's previous row, if any
     new_tombs = extra.get("new_tombs")
@@ -1212,7 +1232,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         if problem is None:
             in_index = int(cand_found.sum())
             expected = index.height - in_index
-            unchanged = extra["all"] - read.rows  # every row is a candidate (read) or older than the previous snapshot
+            unchanged = every_row - read.rows  # every row is a candidate (read) or older than the previous snapshot
             if unchanged > expected:
                 problem = f"{unchanged - expected} rows older than {base_date} are not in its row index"
             elif unchanged < expected:  # rows were deleted: which? (candidates.py, "unchanged rows")
@@ -1562,11 +1582,12 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         timings.update(source_rows_counted=source_rows, count_seconds=seconds,
                        count_check="rows = count(*) with the export's filters, a separate query on the same Postgres snapshot")
     if mode == "xmin" and unchanged is not None:
-        timings["source_rows_all_counted"] = extra["all"]
-        timings["count_check"] = ("rows in the row index = count(*) of the table, filters not applied (in this Postgres "
-                                  "snapshot); released rows = rows in the shards")
-        if index_entry["rows"] != extra["all"]:
-            raise UserError(f"{table}: Postgres holds {extra['all']} rows ({read.rows} of them newer than {base_date}), but "
+        timings["source_rows_all_counted"] = every_row
+        how = ("the rows the candidates' scans visited" if counted_by == "scans" else "count(*)")
+        timings["count_check"] = (f"rows in the row index = rows of the table, filters not applied, in this Postgres "
+                                  f"snapshot ({how}); released rows = rows in the shards")
+        if index_entry["rows"] != every_row:
+            raise UserError(f"{table}: Postgres holds {every_row} rows ({read.rows} of them newer than {base_date}), but "
                             f"the row index {index_entry['rows']}; nothing was committed to the store, rerun the export with --full.")
     feed_parts = [t for sid in touched for t in feeds.get(sid, [])]
     row_groups = {f.path: _row_group_sizes(staging / f.path) for f in files if f.reused_from is None}
@@ -1584,6 +1605,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                               "inserted": counts.get("insert", 0), "updated": counts.get("update", 0),
                               "moved": counts.get("move", 0),
                               "deleted": del_count, "deletions_found_by": deletions_found,
+                              "rows_counted_by": counted_by,
                               "shards_rewritten": len(touched), "shards_merged": len(merge_into),
                               "files_reused": sum(1 for f in files if f.reused_from is not None), "files_written": sum(1 for f in files if f.reused_from is None)}}
     log(f"{table}: {cand.height:,} rows read ({mode}) since {base_date}; {counts.get('same', 0):,} unchanged, "

@@ -115,7 +115,7 @@ def rows_match_source(store: Store, date: str, table: str, manifest: Manifest | 
         counted = None  # an incremental manifest of before the independent count: its number is its own row count
     all_rows = m.timings.get("source_rows_all_counted")
     if counted is None and all_rows is not None and m.layout:
-        # a refresh (layout clustered): Postgres's count(*) of the table (filters not applied) must
+        # a refresh (layout clustered): the rows of the table Postgres counted (filters not applied) must
         # be the row index's rows, and the shards its released rows
         index_rows = ((m.layout or {}).get("index") or {}).get("rows")
         released = m.timings.get("index_released_rows")

@@ -441,6 +441,29 @@ def test_deleted_rows_are_found_through_tombstones_or_else_by_the_keys(db, store
     assert s["deletions_found_by"] == ("keys" if how == "tombstones_and_a_plain_delete" else "tombstones"), s
 
 
+@pytest.mark.parametrize("track_counts", ["on", "off"])
+def test_the_unchanged_rows_are_counted_by_the_candidates_scans_or_else_by_a_count(db, stores, track_counts):
+    """Whether rows were deleted rests on counting the unchanged rows. The scans that read the
+    candidates count every row of the snapshot they visit (Postgres's per-transaction statistics),
+    so no query of its own counts them; with that counter off (``track_counts``) a ``count(*)``
+    does. Either way the plain deletes here are found and the release is the full export's."""
+    store, full = stores
+    first_export(db, D1, store)
+    ids = released_ids(db, 6, f"count-{track_counts}")
+    sql(db, f"DELETE FROM {TABLE} WHERE {KEY} = ANY('{{{','.join(ids[:3])}}}'::uuid[])",
+        f"UPDATE {TABLE} SET title = 'counted ' || {KEY}::text WHERE {KEY} = ANY('{{{','.join(ids[3:])}}}'::uuid[])")
+    name = query(db, "SELECT current_database()")[0][0]
+    autocommit(db, f'ALTER DATABASE "{name}" SET track_counts = {track_counts}')
+    try:
+        c = check_refresh(db, store, full, D1, D2, mode="xmin")
+    finally:
+        autocommit(db, f'ALTER DATABASE "{name}" RESET track_counts')
+    s = c.stats
+    assert s["rows_counted_by"] == ("scans" if track_counts == "on" else "count"), s
+    assert c.diff.deleted == set(ids[:3]) and s["deleted"] == 3 and s["updated"] == 3, s
+    assert s["deletions_found_by"] == "keys", s
+
+
 @pytest.mark.parametrize("damage", ["none", "altered", "missing"])
 def test_a_previous_row_index_that_fails_its_check_means_a_first_export(db, stores, damage):
     """The row index is what a refresh builds on: one whose bytes are not those its manifest
