@@ -401,7 +401,8 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         then cut into one piece per shard with a single gather (per-batch pieces were ~80 rows,
         and each write of one cost more than its rows)."""
         keep = pa.chunked_array([b.column(cand_sql.KEEP_COLUMN) for b in batches])
-        table = pa.Table.from_batches([conform(b, plan.schema) for b in batches], schema=plan.schema.arrow)
+        conformed = [conform(b, plan.schema) for b in batches]
+        table = pa.Table.from_batches(conformed, schema=plan.schema.arrow)
         nbytes = table.nbytes
         skc = sort_keys(table, layout.cluster_by)  # the cluster part, then the key's
         sk = skc + sort_keys(table, [layout.key])
@@ -428,9 +429,19 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
             cuts = np.flatnonzero(np.diff(sorted_pos)) + 1
             starts = np.concatenate([[0], cuts])
             ends = np.concatenate([cuts, [len(order)]])
-            taken = full.take(pa.array(order))
-            for a, b in zip(starts, ends):
-                sink.write(int(sorted_pos[a]), taken.slice(int(a), int(b - a)))
+            if isinstance(sink, _Buffered):
+                # a few shards: a gather of each one's rows from each read batch (pieces that share
+                # no buffer, so the ones waiting in memory hold only their own rows, and none is
+                # copied again; a take from the group's table would first concatenate its batches)
+                if len(starts) == 1 and len(order) == full.num_rows:
+                    sink.write(int(sorted_pos[0]), full)  # the whole group is one shard's
+                else:
+                    for a, b in zip(starts, ends):
+                        sink.write(int(sorted_pos[a]), _gather(conformed, order[a:b], plan.schema.arrow))
+            else:
+                taken = full.take(pa.array(order))
+                for a, b in zip(starts, ends):
+                    sink.write(int(sorted_pos[a]), taken.slice(int(a), int(b - a)))
         with lock:
             if f is not None:
                 facts.append(f)
@@ -496,6 +507,16 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
                                  _KEEP: pl.Boolean, _SHARD: pl.Int32})
     return _Read(pl.concat([empty, *facts], how="vertical_relaxed") if facts else empty, totals["rows"], totals["nbytes"],
                  totals["sunk"], totals["scanned"])
+
+
+def _gather(batches: list[pa.RecordBatch], rows: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """The ``rows`` (ascending, numbered across ``batches``) of ``batches``: a take from each batch
+    that holds some, so the batches are never concatenated first."""
+    offsets = np.cumsum([0] + [b.num_rows for b in batches])
+    cuts = np.searchsorted(rows, offsets)
+    parts = [batches[i].take(pa.array(rows[cuts[i]:cuts[i + 1]] - offsets[i]))
+             for i in range(len(batches)) if cuts[i + 1] > cuts[i]]
+    return pa.Table.from_batches(parts, schema=schema)
 
 
 class _Known:
@@ -626,9 +647,6 @@ def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: Parq
         raise disk_error(exc, path.parent) from None
 
 
-MERGE_PIECES = 4  # a shard's waiting pieces are copied into one when there are this many
-
-
 class _Buffered:
     """A first export's shards written while the rows are read (no spill): each shard's rows wait
     in memory until they make a row group, and when all shards together hold more than ``budget``
@@ -658,25 +676,17 @@ class _Buffered:
         self._total += piece.nbytes
 
     def write(self, pos: int, piece: pa.Table) -> None:
-        due, merge = [], None
+        """``piece``: rows of shard ``pos`` that share no buffer with another shard's (a gather of
+        its own, or a whole read group), so what waits here is what is counted."""
+        due = []
         with self._lock:
             self._add(pos, piece)
             if self._sizes[pos] >= self.options.row_group_bytes:
                 due.append(self._take(pos))
-            elif len(self._pending[pos]) >= MERGE_PIECES:
-                merge = self._take(pos)[1]
             while self._total > self.budget:
                 due.append(self._take(int(np.argmax(self._sizes))))
-        if merge:
-            self._merge(pos, merge)
         for p, parts in due:
             self._encode(p, parts)
-
-    def _merge(self, pos: int, parts: list[pa.Table]) -> None:
-        """A piece is a slice of its read group: many small ones would keep many whole groups alive."""
-        merged = pa.concat_tables(parts).combine_chunks()
-        with self._lock:
-            self._add(pos, merged)
 
     def _encode(self, pos: int, parts: list[pa.Table]) -> None:
         part = _data(pa.concat_tables(parts), self.plan)

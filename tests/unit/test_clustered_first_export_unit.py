@@ -112,6 +112,24 @@ class _FewHashes(refresh._Known):
         return (keys.hash(seed=1) % 3).to_numpy()
 
 
+def test_a_shards_rows_are_gathered_from_each_read_batch_as_a_take_from_the_whole_group_would():
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    sizes = [0, 5, 1, 0, 17, 9]  # empty batches too
+    batches, n = [], 0
+    for k in sizes:
+        batches.append(pa.record_batch({"i": pa.array(range(n, n + k), pa.int64()),
+                                        "s": pa.array([f"row {j}" if j % 3 else None for j in range(n, n + k)], pa.large_string())}))
+        n += k
+    whole = pa.Table.from_batches(batches)
+    for rows in (np.arange(n), np.array([], np.int64), np.array([0, n - 1]), np.sort(rng.choice(n, 11, replace=False))):
+        got = refresh._gather(batches, rows, whole.schema)
+        assert got.equals(whole.take(pa.array(rows, pa.int64()))), rows
+        # one take per batch that holds some of the rows: never a concatenation of the group
+        assert got.column(0).num_chunks == len({int(np.searchsorted(np.cumsum(sizes), r, side="right")) for r in rows})
+
+
 def test_known_rows_are_found_by_key_hash_and_told_apart_by_key():
     import numpy as np
     import polars as pl
