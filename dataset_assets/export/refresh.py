@@ -398,8 +398,10 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
 
     def handle(batches: list[pa.RecordBatch]) -> None:
         """A group of read batches (``group_bytes``): conformed, sort keys and hashes computed,
-        then cut into one piece per shard with a single gather (per-batch pieces were ~80 rows,
-        and each write of one cost more than its rows)."""
+        then cut into one piece per shard (per-batch pieces were ~80 rows, and each write of one
+        cost more than its rows): for a spill with a single gather, each piece a slice of it;
+        for shards written while reading a gather per shard, so that no waiting piece holds
+        another shard's rows."""
         keep = pa.chunked_array([b.column(cand_sql.KEEP_COLUMN) for b in batches])
         conformed = [conform(b, plan.schema) for b in batches]
         table = pa.Table.from_batches(conformed, schema=plan.schema.arrow)
@@ -1230,9 +1232,12 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     if previous is not None and (every_row is None or every_row < read.rows):
         counted_by = "count"
         # the scans' own count is off in this Postgres (or cannot be right): a count of its own
-        with shared.connection() as (_, cur):
-            cur.execute(cand_sql.all_count_sql(plan))
-            every_row = int(cur.fetchone()[0])
+        try:
+            with shared.connection() as (_, cur):
+                cur.execute(cand_sql.all_count_sql(plan))
+                every_row = int(cur.fetchone()[0])
+        except Exception as exc:  # noqa: BLE001
+            raise source_failure(shared.uri, exc) from exc
     cand = read.facts
     cand_found, cand_row = before.rows(cand.get_column(key))  # each candidate's previous row, if any
     new_tombs = extra.get("new_tombs")
