@@ -1163,14 +1163,6 @@ def _deleted_by_tombstones(shared: PostgresSnapshot, plan: TablePlan, previous, 
     return held if len(held) == missing else None
 
 
-def _scans_count(plan: TablePlan) -> bool:
-    """Whether the candidates' scans can count the table's rows: the count is every row a heap
-    scan of the table returns in the reading transactions, so no other scan of it may run there.
-    The filters are a column test and a lookup in the tombstone table; only a tombstone table
-    configured as the table itself would scan it again (then ``count(*)`` counts)."""
-    return cand_sql.tombstone_table(plan) != plan.info.name
-
-
 def _key_list(cur, sql: str) -> pl.Series:
     cur.execute(sql)
     t = cur.fetch_arrow_table()
@@ -1218,7 +1210,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     progress.start(f"{table} changes since {base_date}", None)
     try:
         read = _read_rows(shared, plan, layout, previous, spill, hash_columns, options.workers, options.batch_bytes, progress,
-                          collect=True, known=lookup.result, count_scanned=previous is not None and _scans_count(plan))
+                          collect=True, known=lookup.result, count_scanned=previous is not None)
     except BaseException:
         side.wait()
         if counting is not None:

@@ -18,9 +18,9 @@ the previous release (or was left out by its filters). So:
   candidates' own scans count them: a heap scan counts every tuple visible in its snapshot that
   it visits, whatever the condition on it, in the backend's statistics of its transaction
   (:func:`scanned_sql`, read by each reading connection before and after its ranges), so no
-  second scan is needed; where that counter is off (``track_counts``), cannot be right (fewer
-  than the candidates read) or would count another scan of the table too (a tombstone table
-  configured as the table itself) a ``count(*)`` counts them (1M rows: 0.13-0.20 s of server CPU,
+  second scan is needed (the filters scan no other copy of the table: a tombstone table that is
+  the table itself is refused, ``plan.build_filters``); where that counter is off
+  (``track_counts``) or cannot be right (fewer than the candidates read) a ``count(*)`` counts them (1M rows: 0.13-0.20 s of server CPU,
   a fifth to a third of a 1 % refresh's). The count tells whether rows were deleted, and how many. Rows
   tombstoned since and gone from the table (upstream's way to delete) are deleted rows; when
   they are as many as the count says, they are all of them; otherwise the keys of the

@@ -61,10 +61,17 @@ def build_filters(cfg: TableConfig, info: catalog.TableInfo, cur) -> tuple[tuple
         preds.append("t.removed_from_source IS NOT TRUE")
         desc["exclude_removed_from_source"] = True
     if cfg.exclude_tombstoned and cfg.tombstone_table:
-        if catalog.find_table(cur, cfg.tombstone_table) is None:
+        oid = catalog.find_table(cur, cfg.tombstone_table)
+        if oid is None:
             raise UserError(
                 f"The tombstone table {cfg.tombstone_table!r} configured for {cfg.name} does not exist; "
                 f"create it or set exclude_tombstoned: false for {cfg.name}."
+            )
+        if oid == info.oid:  # every row would be its own tombstone: an empty release
+            raise UserError(
+                f"The tombstone table {cfg.tombstone_table!r} configured for {cfg.name} is {cfg.name} itself, so every row "
+                f"would count as deleted; set tombstone_table to the table that holds the deleted rows' keys, or set "
+                f"exclude_tombstoned: false for {cfg.name}."
             )
         pk = quote_ident(primary_key(cfg, info))
         preds.append(f"NOT EXISTS (SELECT 1 FROM {quote_ident(cfg.tombstone_table)} AS d WHERE d.{pk} = t.{pk})")

@@ -406,6 +406,21 @@ def test_a_key_that_is_not_a_key_fails_before_data_moves(fresh_db, tmp_path, mon
     config._load.cache_clear()
 
 
+@pytest.mark.parametrize("layout", ["chunks", "clustered"])
+def test_a_table_configured_as_its_own_tombstone_table_fails_before_data_moves(keyed, tmp_path, monkeypatch, layout):
+    """Every row would be its own tombstone (an empty release), and a refresh counts the table's
+    rows by its candidates' scans, which a lookup in the table itself would add to: refused."""
+    use_tables(tmp_path, monkeypatch, f"tables:\n  keyed: {{primary_key: id, tombstone_table: keyed, layout: {layout}}}\n")
+    store = LocalStore(tmp_path / "s")
+    reads = Reads()
+    with pytest.raises(UserError) as raised:
+        export_snapshot(keyed, ["keyed"], "2026-11-01", store, ExportOptions(workers=2), progress=reads)
+    assert str(raised.value) == ("The tombstone table 'keyed' configured for keyed is keyed itself, so every row would count "
+                                 "as deleted; set tombstone_table to the table that holds the deleted rows' keys, or set "
+                                 "exclude_tombstoned: false for keyed.")
+    assert reads.rows == 0 and not store.exists("snapshots/2026-11-01/keyed")
+
+
 def test_a_real_key_costs_no_query(fresh_db, tmp_path, monkeypatch, sql_log):
     """A primary key, or a unique index on a NOT NULL column, is proven by the catalog: no
     count(DISTINCT) runs; a unique index on a nullable column costs only a NULL probe."""

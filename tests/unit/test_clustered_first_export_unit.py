@@ -1,6 +1,6 @@
 """The clustered layout's first export: its shard count, whether it writes its shards while reading, and its bounded reading of the spill
 (export/refresh.py). A shard is streamed to its file, never read whole. Also a refresh's small decisions (row lookups, applying
-changes, row hashes, how the table's rows are counted)."""
+changes, row hashes)."""
 
 from __future__ import annotations
 
@@ -255,13 +255,3 @@ def test_row_hashes_from_one_table_equal_those_column_by_column_and_tell_floats_
     assert a1[0] != refresh.row_hashes(iv.set_column(1, "iv", pa.array([pa.MonthDayNano([1, 2, 4])] * 2,
                                                                         pa.month_day_nano_interval())), ["k", "iv"])[0][0]
 
-
-def test_the_candidates_scans_count_the_table_unless_a_filter_scans_it_too():
-    def plan(name, tombstones):
-        return SimpleNamespace(info=SimpleNamespace(name=name),
-                               filter_description={"exclude_tombstoned": tombstones} if tombstones else {})
-
-    assert refresh._scans_count(plan("image", "deleted_image"))
-    assert refresh._scans_count(plan("image", None))
-    # a tombstone lookup in the table itself would add its own scan's rows to the count
-    assert not refresh._scans_count(plan("image", "image"))
