@@ -268,6 +268,13 @@ class _Spill:
     def path(self, pos: int) -> Path:
         return self.directory / f"{pos:06d}.arrow"
 
+    def put(self, group: pa.Table, order: np.ndarray, shards: np.ndarray) -> None:
+        """Rows ``order`` of ``group``, grouped by shard (``shards``: each one's): one gather of them
+        all, each shard's piece a slice of it (a spilled piece is written at once)."""
+        taken = group.take(pa.array(order))
+        for pos, a, b in _runs(shards):
+            self.write(pos, taken.slice(a, b - a))
+
     def write(self, pos: int, piece: pa.Table) -> None:
         try:
             with self._locks[pos]:
@@ -392,19 +399,17 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     shard_ids = np.asarray(layout.ids, np.int32)  # a shard's position -> its id
     lock = threading.Lock()
     facts: list[pl.DataFrame] = []
-    totals = {"rows": 0, "nbytes": 0, "sunk": 0, "scanned": 0 if count_scanned else None}
+    totals = {"rows": 0, "nbytes": 0, "sunk": 0}
+    visited: list[int | None] = []  # count_scanned: rows each connection's scans visited (None: not counted)
     errors: list[BaseException] = []
     stop = threading.Event()
 
     def handle(batches: list[pa.RecordBatch]) -> None:
         """A group of read batches (``group_bytes``): conformed, sort keys and hashes computed,
-        then cut into one piece per shard (per-batch pieces were ~80 rows, and each write of one
-        cost more than its rows): for a spill with a single gather, each piece a slice of it;
-        for shards written while reading a gather per shard, so that no waiting piece holds
-        another shard's rows."""
+        then cut into one piece per shard by the sink (``put``; per-batch pieces were ~80 rows,
+        and each write of one cost more than its rows)."""
         keep = pa.chunked_array([b.column(cand_sql.KEEP_COLUMN) for b in batches])
-        conformed = [conform(b, plan.schema) for b in batches]
-        table = pa.Table.from_batches(conformed, schema=plan.schema.arrow)
+        table = pa.Table.from_batches([conform(b, plan.schema) for b in batches], schema=plan.schema.arrow)
         nbytes = table.nbytes
         skc = sort_keys(table, layout.cluster_by)  # the cluster part, then the key's
         sk = skc + sort_keys(table, [layout.key])
@@ -427,23 +432,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
                                          pa.array(keep_np)], schema=sink.schema) if len(spilled) else None
         if len(spilled):
             order = spilled[np.argsort(pos[spilled], kind="stable")]
-            sorted_pos = pos[order]
-            cuts = np.flatnonzero(np.diff(sorted_pos)) + 1
-            starts = np.concatenate([[0], cuts])
-            ends = np.concatenate([cuts, [len(order)]])
-            if isinstance(sink, _Buffered):
-                # a few shards: a gather of each one's rows from each read batch (pieces that share
-                # no buffer, so the ones waiting in memory hold only their own rows, and none is
-                # copied again; a take from the group's table would first concatenate its batches)
-                if len(starts) == 1 and len(order) == full.num_rows:
-                    sink.write(int(sorted_pos[0]), full)  # the whole group is one shard's
-                else:
-                    for a, b in zip(starts, ends):
-                        sink.write(int(sorted_pos[a]), _gather(conformed, order[a:b], plan.schema.arrow))
-            else:
-                taken = full.take(pa.array(order))
-                for a, b in zip(starts, ends):
-                    sink.write(int(sorted_pos[a]), taken.slice(int(a), int(b - a)))
+            sink.put(full, order, pos[order])
         with lock:
             if f is not None:
                 facts.append(f)
@@ -490,10 +479,7 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
                 if count_scanned and not stop.is_set():
                     after = scanned(cur)
                     with lock:
-                        if before is None or after is None or totals["scanned"] is None:
-                            totals["scanned"] = None
-                        else:
-                            totals["scanned"] += after - before
+                        visited.append(None if before is None or after is None else after - before)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
             stop.set()
@@ -508,7 +494,14 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
     empty = pl.DataFrame(schema={layout.key: _key_dtype(plan), _SK: pl.String, _SKC: pl.String, _H1: pl.UInt64, _H2: pl.UInt64,
                                  _KEEP: pl.Boolean, _SHARD: pl.Int32})
     return _Read(pl.concat([empty, *facts], how="vertical_relaxed") if facts else empty, totals["rows"], totals["nbytes"],
-                 totals["sunk"], totals["scanned"])
+                 totals["sunk"], sum(visited) if visited and None not in visited else None)
+
+
+def _runs(shards: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """(shard, start, end) of each run of equal values in ``shards`` (rows grouped by shard)."""
+    cuts = np.flatnonzero(np.diff(shards)) + 1
+    for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(shards)]])):
+        yield int(shards[a]), int(a), int(b)
 
 
 def _gather(batches: list[pa.RecordBatch], rows: np.ndarray, schema: pa.Schema) -> pa.Table:
@@ -677,9 +670,21 @@ class _Buffered:
         self._sizes[pos] += piece.nbytes
         self._total += piece.nbytes
 
+    def put(self, group: pa.Table, order: np.ndarray, shards: np.ndarray) -> None:
+        """Rows ``order`` of ``group``, grouped by shard (``shards``: each one's): each shard's taken
+        from each read batch (pieces that share no buffer, so the ones waiting in memory hold only
+        their own rows, and none is copied again; a take from the group would first concatenate
+        its batches); a group whose rows are all one shard's goes whole."""
+        if len(order) == group.num_rows and shards[0] == shards[-1]:
+            self.write(int(shards[0]), group)
+            return
+        batches = group.to_batches()
+        for pos, a, b in _runs(shards):
+            self.write(pos, _gather(batches, order[a:b], group.schema))
+
     def write(self, pos: int, piece: pa.Table) -> None:
-        """``piece``: rows of shard ``pos`` that share no buffer with another shard's (a gather of
-        its own, or a whole read group), so what waits here is what is counted."""
+        """``piece``: rows of shard ``pos`` that share no buffer with another shard's (:meth:`put`),
+        so what waits here is what is counted."""
         due = []
         with self._lock:
             self._add(pos, piece)
