@@ -131,6 +131,35 @@ def test_a_shards_rows_are_gathered_from_each_read_batch_as_a_take_from_the_whol
         assert got.column(0).num_chunks == len({int(np.searchsorted(np.cumsum(sizes), r, side="right")) for r in rows})
 
 
+def test_a_rows_shard_from_its_cluster_part_is_the_one_its_whole_sort_key_falls_in():
+    """The layout places rows by their sort key's cluster part (made once per distinct value, kept
+    between read groups) and makes the key's part only for rows whose cluster part a bound shares; that
+    must be the shard the whole sort key falls in, whatever the values: nulls, prefixes of one another,
+    characters beyond the BMP, integers of both signs, several cluster columns or none, bounds that
+    are rows' own sort keys."""
+    import random
+
+    import numpy as np
+    import polars as pl
+
+    rng = random.Random(3)
+    for trial in range(300):
+        n = rng.randint(1, 200)
+        t = pa.table({"k": [f"{rng.randint(0, 10**6):x}" for _ in range(n)] if trial % 2 else [rng.randint(-10**9, 10**9) for _ in range(n)],
+                      "p": pa.array([rng.choice([None, "a", "ab", "b", "", "abc", "z\u00e9", "\U0001f600", "\uffff"]) for _ in range(n)]),
+                      "q": pa.array([rng.choice([None, -5, 0, 3, 10**12, -10**12]) for _ in range(n)], pa.int64())})
+        cluster = rng.choice([[], ["p"], ["q"], ["p", "q"], ["q", "p"]])
+        whole = (refresh.sort_keys(t, cluster) + refresh.sort_keys(t, ["k"]))
+        cuts = sorted(set(rng.sample(whole.to_list(), min(n, rng.randint(0, 6)))))
+        layout = refresh._Layout(cluster, "k", [None, *cuts], list(range(len(cuts) + 1)))
+        want = pl.Series(cuts, dtype=pl.String).search_sorted(whole, side="right").to_numpy() if cuts else np.zeros(n)
+        chunked = pa.Table.from_batches(t.to_batches(max_chunksize=max(1, n // 3)))  # as a read group is
+        for _ in range(2):  # the second time from the parts the layout kept
+            parts, rows = layout.cluster_parts(chunked)
+            assert [parts[i] for i in rows] == refresh.sort_keys(t, cluster).to_list()
+            assert layout.shard_of(parts, rows, chunked).tolist() == want.tolist(), (trial, cluster)
+
+
 def test_known_rows_are_found_by_key_hash_and_told_apart_by_key():
     import numpy as np
     import polars as pl
