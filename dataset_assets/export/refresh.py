@@ -237,21 +237,25 @@ class _Layout:
     def cluster_parts(self, table: pa.Table) -> tuple[list[str], np.ndarray]:
         """The cluster part of each row's sort key (``sort_keys(table, cluster_by)``) as its
         distinct values and each row's position among them. A table is clustered by a few distinct
-        values (its providers): one column's parts are made once per value and kept (1M rows of
-        ``image``: 0.13 CPU-s as one string per row, made by polars a read group at a time); more
-        columns are made per row, then told apart."""
+        values (its providers): one column's parts are made once per value (1M rows of ``image``:
+        0.13 CPU-s as one string per row, made by polars a read group at a time), and a text
+        column's are kept for the next groups (a value is its own exact key); more columns are made
+        per row, then told apart."""
         if not self.cluster_by:
             return [""], np.zeros(table.num_rows, dtype=np.int32)
         if len(self.cluster_by) == 1:
             col = table.column(self.cluster_by[0])
             enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col,
                                        null_encoding="encode")
+            rows = enc.indices.to_numpy(zero_copy_only=False)
+            if not pa.types.is_string(enc.dictionary.type):
+                return sort_keys(pa.table({self.cluster_by[0]: enc.dictionary}), self.cluster_by).to_list(), rows
             values = enc.dictionary.to_pylist()
             new = [i for i, v in enumerate(values) if v not in self._parts]
             if new:  # the dict is shared by the reading threads: a value made twice is made alike
                 made = sort_keys(pa.table({self.cluster_by[0]: enc.dictionary.take(pa.array(new, pa.int32()))}), self.cluster_by)
                 self._parts.update(zip((values[i] for i in new), made.to_list()))
-            return [self._parts[v] for v in values], enc.indices.to_numpy(zero_copy_only=False)
+            return [self._parts[v] for v in values], rows
         enc = pc.dictionary_encode(sort_keys(table, self.cluster_by).to_arrow().cast(pa.string()))  # a part is never null
         return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
 
