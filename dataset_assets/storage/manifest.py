@@ -101,11 +101,10 @@ def root_hash(files: list[FileEntry]) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+    """Into one reused buffer (``hashlib.file_digest``): reading 4 MiB blocks as new ``bytes`` took
+    0.23-0.24 CPU-s for the 186 MiB of a 1M-row export, this 0.18."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(4 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
