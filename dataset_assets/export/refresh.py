@@ -226,6 +226,9 @@ def row_hashes(table: pa.Table, columns: list[str]) -> tuple[pl.Series, pl.Serie
 # ---------------------------------------------------------------------------------------------
 
 
+KEPT_CLUSTER_PARTS = 4096  # cluster values whose sort key part a layout keeps between read groups
+
+
 @dataclass
 class _Layout:
     cluster_by: list[str]
@@ -239,8 +242,9 @@ class _Layout:
         distinct values and each row's position among them. A table is clustered by a few distinct
         values (its providers): one column's parts are made once per value (1M rows of ``image``:
         0.13 CPU-s as one string per row, made by polars a read group at a time), and a text
-        column's are kept for the next groups (a value is its own exact key); more columns are made
-        per row, then told apart."""
+        column's are kept for the next groups (a value is its own exact key), up to
+        KEPT_CLUSTER_PARTS of them (a column of many distinct values would otherwise keep one
+        per row of the table); more columns are made per row, then told apart."""
         if not self.cluster_by:
             return [""], np.zeros(table.num_rows, dtype=np.int32)
         if len(self.cluster_by) == 1:
@@ -249,6 +253,8 @@ class _Layout:
                                        null_encoding="encode")
             rows = enc.indices.to_numpy(zero_copy_only=False)
             if not pa.types.is_string(enc.dictionary.type):
+                return sort_keys(pa.table({self.cluster_by[0]: enc.dictionary}), self.cluster_by).to_list(), rows
+            if len(self._parts) + len(enc.dictionary) > KEPT_CLUSTER_PARTS:  # many distinct values: made per group, not kept
                 return sort_keys(pa.table({self.cluster_by[0]: enc.dictionary}), self.cluster_by).to_list(), rows
             values = enc.dictionary.to_pylist()
             new = [i for i, v in enumerate(values) if v not in self._parts]

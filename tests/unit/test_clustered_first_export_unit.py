@@ -131,17 +131,19 @@ def test_a_shards_rows_are_gathered_from_each_read_batch_as_a_take_from_the_whol
         assert got.column(0).num_chunks == len({int(np.searchsorted(np.cumsum(sizes), r, side="right")) for r in rows})
 
 
-def test_a_rows_shard_from_its_cluster_part_is_the_one_its_whole_sort_key_falls_in():
+@pytest.mark.parametrize("kept", [refresh.KEPT_CLUSTER_PARTS, 3])
+def test_a_rows_shard_from_its_cluster_part_is_the_one_its_whole_sort_key_falls_in(monkeypatch, kept):
     """The layout places rows by their sort key's cluster part (made once per distinct value, kept
     between read groups) and makes the key's part only for rows whose cluster part a bound shares; that
     must be the shard the whole sort key falls in, whatever the values: nulls, prefixes of one another,
     characters beyond the BMP, integers of both signs, several cluster columns or none, bounds that
-    are rows' own sort keys."""
+    are rows' own sort keys; also when more distinct values come than the layout keeps (``kept`` 3)."""
     import random
 
     import numpy as np
     import polars as pl
 
+    monkeypatch.setattr(refresh, "KEPT_CLUSTER_PARTS", kept)
     rng = random.Random(3)
     for trial in range(300):
         n = rng.randint(1, 200)
@@ -158,6 +160,7 @@ def test_a_rows_shard_from_its_cluster_part_is_the_one_its_whole_sort_key_falls_
             parts, rows = layout.cluster_parts(chunked)
             assert [parts[i] for i in rows] == refresh.sort_keys(t, cluster).to_list()
             assert layout.shard_of(parts, rows, chunked).tolist() == want.tolist(), (trial, cluster)
+        assert len(layout._parts) <= kept
 
 
 def test_known_rows_are_found_by_key_hash_and_told_apart_by_key():
@@ -283,4 +286,3 @@ def test_row_hashes_from_one_table_equal_those_column_by_column_and_tell_floats_
     assert a1.equals(pl.DataFrame({c: refresh._hashable(iv.column(c)) for c in ["k", "iv"]}).hash_rows(seed=refresh._SEEDS[0]))
     assert a1[0] != refresh.row_hashes(iv.set_column(1, "iv", pa.array([pa.MonthDayNano([1, 2, 4])] * 2,
                                                                         pa.month_day_nano_interval())), ["k", "iv"])[0][0]
-
