@@ -470,9 +470,10 @@ def _read_rows(shared: PostgresSnapshot, plan: TablePlan, layout: _Layout, previ
         h1, h2 = row_hashes(table, hash_columns)
         pos = layout.shard_of(parts, rows, table)
         # a refresh keeps the whole sort key of what it reads (its candidates)
-        sk = pl.from_arrow(skc) + sort_keys(table, [layout.key]) if collect or index is None else None
+        skc_pl = pl.from_arrow(skc) if collect or index is None else None
+        sk = skc_pl + sort_keys(table, [layout.key]) if skc_pl is not None else None
         keep_np = pc.fill_null(keep, False).to_numpy().astype(bool)
-        f = pl.DataFrame({layout.key: pl.from_arrow(table.column(layout.key)), _SK: sk, _SKC: pl.from_arrow(skc), _H1: h1, _H2: h2,
+        f = pl.DataFrame({layout.key: pl.from_arrow(table.column(layout.key)), _SK: sk, _SKC: skc_pl, _H1: h1, _H2: h2,
                           _KEEP: keep_np, _SHARD: pos}) if collect else None
         if index is not None:  # a first export: its released rows are spilled, the table's columns only
             index.write(table.column(layout.key), skc, shard_ids[pos], keep_np, h1, h2)
