@@ -101,7 +101,7 @@ _SKC = "__skc"                    # in the row index file: the sort key without 
 TAIL_SHARE = 4                    # a shard's tail folds into it once it holds more than 1/4 of the shard's rows
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
 GROUP_BYTES = 8 << 20             # read batches gathered before they are cut per shard (memory: one per worker, and its copies)
-MAX_ROW_GROUPS = 32               # a shard with more row groups is rewritten sorted (compacted)
+MAX_ROW_GROUPS = 32               # a shard with more row groups than this, and than twice what its rows need, is compacted (_fragmented)
 # A first export cuts each read group into one piece per shard, and every piece costs ~50 us of its
 # own whatever its rows (the spill's IPC message, its read back, its objects): 8 MiB over 912
 # shards are pieces of ~9 rows. So its groups grow with the shard count, PIECE_BYTES per shard, up
@@ -666,8 +666,20 @@ def _row_group_rows(table: pa.Table, options: ParquetOptions) -> int:
 SMALL_CHUNK_BYTES = 1 << 20  # chunks smaller than this on average are combined before encoding
 
 
+# A part of up to ROW_GROUP_SLACK row groups' bytes is written as one row group; a bigger one is cut
+# into equal row groups of about row_group_bytes. A rewrite hands each previous row group over as a
+# part, changes applied: re-cut by size, one whose rows grew by a few bytes became a row group and a
+# sliver (32,896 rows -> 32,864 + 32), and every column chunk after it moved to other rows, so Xet
+# found none of them (S4 with 256 MiB shards, 2026-12-03: 52.8 of a rewritten shard's 107 MB in
+# changed column chunks where two columns changed, 15.8 MB sent). A first export's waiting pieces
+# (a row group's bytes and at most one read group more) were cut the same way, into a row group
+# and a sliver (32,961 + 2,420 rows).
+ROW_GROUP_SLACK = 1.5
+
+
 def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) -> int:
-    """``part`` as the next row group(s) of ``w`` (one bigger than a row group is cut); its rows."""
+    """``part`` as the next row group of ``w``, or as the next equal row groups when it is over
+    ROW_GROUP_SLACK row groups' bytes; its rows."""
     if part.num_rows == 0:
         return 0
     # the encoder pays per chunk: with many shards, spilled pieces hold a few hundred rows (big ones
@@ -676,11 +688,27 @@ def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) ->
     # on a spilled shard of 117 pieces took 6.6 ms where combining them took 5 (this 0.6)
     if part.get_total_buffer_size() < SMALL_CHUNK_BYTES * part.column(0).num_chunks:
         part = part.combine_chunks()
-    step = _row_group_rows(part, options)
-    for start in range(0, part.num_rows, step):
-        piece = part.slice(start, step)
+    nbytes = part.nbytes
+    groups = 1 if nbytes <= ROW_GROUP_SLACK * options.row_group_bytes else -(-nbytes // options.row_group_bytes)
+    groups = min(groups, part.num_rows)
+    for i in range(groups):
+        start, end = part.num_rows * i // groups, part.num_rows * (i + 1) // groups
+        piece = part.slice(start, end - start)
         w.write_table(piece, row_group_size=piece.num_rows)
     return part.num_rows
+
+
+def _fragmented(md: pq.FileMetaData) -> bool:
+    """Whether a shard's main file is worth rewriting sorted (compacting) when it is rewritten:
+    more than MAX_ROW_GROUPS row groups and more than twice as many as its rows need at its
+    biggest row group's rows (folded tails and deletions leave many small ones). Not the count
+    alone: a shard of the default 256 MiB is written in ~45 full row groups, and compacting it
+    on every rewrite sent all of it to the Hub again."""
+    groups = md.num_row_groups
+    if groups <= MAX_ROW_GROUPS:
+        return False
+    biggest = max(md.row_group(i).num_rows for i in range(groups))
+    return groups > 2 * -(-md.num_rows // max(1, biggest))
 
 
 def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: ParquetOptions, chunk: int | None = None) -> FileEntry:
@@ -1507,7 +1535,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         rewritten = main_changed or fold   # else the main file stays as it is
         pieces: list[tuple[dict, FileEntry]] = []
         reused: list[FileEntry] = []
-        if rewritten and ((fold and main_rows == 0) or previous(main_path).num_row_groups > MAX_ROW_GROUPS):
+        if rewritten and ((fold and main_rows == 0) or _fragmented(previous(main_path).metadata)):
             # compacted (or only the tail is left): one sorted file under a new name
             if tail_new is None and tail_path:
                 tail_new = list(applied(tail_path))

@@ -286,3 +286,48 @@ def test_row_hashes_from_one_table_equal_those_column_by_column_and_tell_floats_
     assert a1.equals(pl.DataFrame({c: refresh._hashable(iv.column(c)) for c in ["k", "iv"]}).hash_rows(seed=refresh._SEEDS[0]))
     assert a1[0] != refresh.row_hashes(iv.set_column(1, "iv", pa.array([pa.MonthDayNano([1, 2, 4])] * 2,
                                                                         pa.month_day_nano_interval())), ["k", "iv"])[0][0]
+
+
+def test_a_part_up_to_one_and_a_half_row_groups_is_one_row_group_and_a_bigger_one_equal_row_groups(tmp_path):
+    """A rewrite hands each previous row group over with its changes applied; cut again by size, one
+    whose rows grew by a few bytes became a row group and a sliver, and every column chunk after it
+    held other rows (Xet found none of them). Nor does a first export write a sliver after each
+    row group."""
+    import pyarrow.parquet as pq
+
+    from dataset_assets.export.shards import MiB, ParquetOptions
+
+    options = ParquetOptions(row_group_bytes=1 * MiB)
+    row = 1000  # bytes of a row of this table
+    table = pa.table({"s": pa.array([b"x" * (row - 8)] * 4000, pa.binary()), "i": pa.array(range(4000), pa.int64())})
+    per_row = table.nbytes / table.num_rows
+    for share, want in [(0.5, [1]), (1.2, [1]), (1.5, [1]), (1.6, [2, 2]), (3.1, [4, 4, 4, 4])]:
+        rows = int(share * MiB / per_row)
+        path = tmp_path / f"{share}.parquet"
+        with pq.ParquetWriter(path, table.schema) as w:
+            assert refresh._write_part(w, table.slice(0, rows), options) == rows
+        md = pq.read_metadata(path)
+        sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+        assert sum(sizes) == rows and len(sizes) == len(want), (share, sizes)
+        assert max(sizes) - min(sizes) <= 1, f"equal row groups, no sliver: {sizes}"
+
+
+def test_a_shard_is_compacted_for_many_small_row_groups_not_for_many_full_ones(tmp_path):
+    """A shard of the default 256 MiB is written in some 45 full row groups: compacting it (a sorted
+    file under a new name) on every rewrite sent all of it to the Hub again. Folded tails and
+    deletions leave small row groups: past MAX_ROW_GROUPS and twice what its rows need, it is."""
+    import pyarrow.parquet as pq
+
+    def shard(sizes: list[int]) -> pq.FileMetaData:
+        path = tmp_path / "s.parquet"
+        with pq.ParquetWriter(path, pa.schema([("i", pa.int64())])) as w:
+            for n in sizes:
+                w.write_table(pa.table({"i": pa.array(range(n), pa.int64())}), row_group_size=n)
+        return pq.read_metadata(path)
+
+    many = refresh.MAX_ROW_GROUPS + 13
+    assert not refresh._fragmented(shard([1000] * many)), "full row groups"
+    assert not refresh._fragmented(shard([1000] * (many - 1) + [10])), "full row groups and a tail folded in"
+    assert not refresh._fragmented(shard([1000] * 20 + [10] * 5)), "few row groups"
+    assert refresh._fragmented(shard([1000] * 10 + [50] * (many - 10))), "many small ones"
+    assert refresh._fragmented(shard([400] * many + [1000])), "deletions left most of them under half full"
