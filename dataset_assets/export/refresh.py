@@ -702,7 +702,7 @@ def _fragmented(md: pq.FileMetaData) -> bool:
     """Whether a shard's main file is worth rewriting sorted (compacting) when it is rewritten:
     more than MAX_ROW_GROUPS row groups and more than twice as many as its rows need at its
     biggest row group's rows (folded tails and deletions leave many small ones). Not the count
-    alone: a shard of the default 256 MiB is written in ~45 full row groups, and compacting it
+    alone: a shard of the default 256 MiB is written in some 40 full row groups, and compacting it
     on every rewrite sent all of it to the Hub again."""
     groups = md.num_row_groups
     if groups <= MAX_ROW_GROUPS:
@@ -712,7 +712,7 @@ def _fragmented(md: pq.FileMetaData) -> bool:
 
 
 def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: ParquetOptions, chunk: int | None = None) -> FileEntry:
-    """``parts`` as consecutive row groups of one file (a part bigger than a row group is cut), the
+    """``parts`` as consecutive row groups of one file (:func:`_write_part`: a part is one row group unless it is much bigger), the
     file of shard ``chunk`` when it is known here (a rewrite's pieces get theirs once placed)."""
     try:
         w = parquet_writer(path, plan.schema, options)

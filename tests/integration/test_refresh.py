@@ -403,7 +403,7 @@ def test_a_rewritten_shard_keeps_its_row_groups_and_a_big_one_is_not_compacted(d
     changed column chunks. Re-cut by size, a row group whose rows grew by a few bytes became a row
     group and a sliver, and every column chunk after it held other rows (S4 with 256 MiB shards:
     15.8 MB sent for a 2.5 MB column). A shard of many full row groups (the default 256 MiB makes
-    ~45) is rewritten in place, not compacted: MAX_ROW_GROUPS (32) is 2 here, under the ~5 row
+    some 40) is rewritten in place, not compacted: MAX_ROW_GROUPS (32) is 2 here, under the ~5 row
     groups of 1 MiB these 1 MiB shards hold."""
     from dataset_assets.export import refresh
     from dataset_assets.export.shards import MiB, ParquetOptions

@@ -313,7 +313,7 @@ def test_a_part_up_to_one_and_a_half_row_groups_is_one_row_group_and_a_bigger_on
 
 
 def test_a_shard_is_compacted_for_many_small_row_groups_not_for_many_full_ones(tmp_path):
-    """A shard of the default 256 MiB is written in some 45 full row groups: compacting it (a sorted
+    """A shard of the default 256 MiB is written in some 40 full row groups: compacting it (a sorted
     file under a new name) on every rewrite sent all of it to the Hub again. Folded tails and
     deletions leave small row groups: past MAX_ROW_GROUPS and twice what its rows need, it is."""
     import pyarrow.parquet as pq
