@@ -68,6 +68,7 @@ import resource
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -699,7 +700,7 @@ def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) ->
 
 
 def _fragmented(md: pq.FileMetaData) -> bool:
-    """Whether a shard's main file is worth rewriting sorted (compacting) when it is rewritten:
+    """Whether a shard's main file is worth compacting (one new file of full row groups) when it is rewritten:
     more than MAX_ROW_GROUPS row groups and more than twice as many as its rows need at its
     biggest row group's rows (folded tails and deletions leave many small ones). Not the count
     alone: a shard of the default 256 MiB is written in some 40 full row groups, and compacting it
@@ -1536,13 +1537,16 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         pieces: list[tuple[dict, FileEntry]] = []
         reused: list[FileEntry] = []
         if rewritten and ((fold and main_rows == 0) or _fragmented(previous(main_path).metadata)):
-            # compacted (or only the tail is left): one sorted file under a new name
+            # compacted (or only the tail is left): one file under a new name, its rows in the order
+            # they were, in full row groups again, streamed: held whole and sorted, a 107 MB shard's
+            # compaction peaked at 2.3 GB and sent all of it to Xet; streamed, 0.7 GB and 9.9 MB
+            # (bench/README.md; the order within a shard buys nothing, it holds one key range)
             if tail_new is None and tail_path:
                 tail_new = list(applied(tail_path))
             sid_new = fresh_id()
-            whole = pa.concat_tables(list(applied(main_path)) + (tail_new or []))
             shard = {"id": sid_new, "lower": s["lower"], "path": shard_file(sid_new)}
-            pieces = [(shard, _write(staging / shard["path"], [_sorted(whole, plan, key)], plan, options.parquet))]
+            rows_in = _regrouped(itertools.chain(applied(main_path), tail_new or []), options.parquet.row_group_bytes)
+            pieces = [(shard, _write(staging / shard["path"], rows_in, plan, options.parquet))]
             folded.add(sid)
         elif fold:
             appended = pa.concat_tables(tail_new)
@@ -1574,20 +1578,19 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                 reused.append(f.reused_in(base_date, sid))
             main_bytes = pieces[0][1].bytes if rewritten else old_files[main_path].bytes
             if main_bytes > 2 * cfg.shard_bytes:
-                # its files as just written (or reused), read before those written are removed
+                # its files as just written (or reused), removed once the split has read them
                 sources = _shard_sources(store, base_prefix, staging, shard, pieces, reused)
                 parts = max(2, round(sum(p.stat().st_size for p in sources) / cfg.shard_bytes))
-                whole = pa.concat_tables([_data(pq.read_table(p), plan) for p in sources])
+                split = _split(staging, s, sources, plan, options, key, fresh_id, parts)
                 for _, e in pieces:
                     (staging / e.path).unlink(missing_ok=True)
-                pieces, reused = _split(staging, s, whole, plan, options, key, fresh_id, parts), []
+                pieces, reused = split, []
                 folded.add(sid)
         if sid in folded and not (fold and len(pieces) == 1 and pieces[0][0]["path"] == main_path):
             # new files (compacted or split): the feed lists every row of each
+            # (read when the feed is written, a row group at a time: not held here)
             feed = [t for t in feed if t.column(CHANGE_COLUMN)[0].as_py() == "delete"]
-            for _shard, entry in pieces:
-                t = pq.read_table(staging / entry.path).cast(plan.schema.arrow)
-                feed.append(_change_rows(t, feed_op(t), entry.path, plan))
+            feed += [_EveryRow(staging / entry.path, entry.path) for _shard, entry in pieces]
         for shard_doc, entry in pieces:
             entry.chunk = shard_doc["id"]
         out_docs = list({id(d): d for d, _ in pieces}.values()) or [shard]
@@ -1696,7 +1699,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                             f"the row index {index_entry['rows']}; nothing was committed to the store, rerun the export with --full.")
     feed_parts = [t for sid in touched for t in feeds.get(sid, [])]
     row_groups = {f.path: _row_group_sizes(staging / f.path) for f in files if f.reused_from is None}
-    changes = _write_changes(staging, feed_parts, plan, m, base_date, options, row_groups)
+    changes = _write_changes(staging, feed_parts, plan, m, base_date, options, row_groups, feed_op)
     stages.done("feed")
     timings["stages_seconds"] = stages.seconds
     del_count = true_deletes.height
@@ -1833,11 +1836,6 @@ def _same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
     return _by_bits(a.combine_chunks()).equals(_by_bits(b.combine_chunks()))
 
 
-def _sorted(t: pa.Table, plan: TablePlan, key: str) -> pa.Table:
-    sk = sort_keys(t, list(plan.config.cluster_by) + [key])
-    return t.take(pc.sort_indices(sk.to_arrow()))
-
-
 def _shard_sources(store: Store, base_prefix: str, staging: Path, shard: dict, pieces, reused) -> list:
     """Paths of a shard's current files (just written, or reused from the base)."""
     out = [staging / e.path for _, e in pieces]
@@ -1854,22 +1852,78 @@ def _spooled(store: Store, key: str, staging: Path) -> Path:
     return path
 
 
-def _split(staging: Path, s: dict, whole: pa.Table, plan: TablePlan, options, key: str, fresh_id, parts: int = 2):
-    """A shard grown past twice its size: ``parts`` shards (about ``shard_bytes`` each), each as many
-    of its rows by sort key (no tails): cut in two, a shard grown four times would split again at
-    its next change."""
-    t = _sorted(whole, plan, key)
-    parts = max(1, min(parts, t.num_rows))
-    cuts = [t.num_rows * i // parts for i in range(parts + 1)]
-    out = []
+def _regrouped(parts: Iterable[pa.Table], nbytes: int) -> Iterator[pa.Table]:
+    """``parts`` gathered into tables of at least ``nbytes`` (the last: what is left), in order."""
+    pending: list[pa.Table] = []
+    size = 0
+    for t in parts:
+        if t.num_rows == 0:
+            continue
+        pending.append(t)
+        size += t.nbytes
+        if size >= nbytes:
+            yield pa.concat_tables(pending)
+            pending, size = [], 0
+    if pending:
+        yield pa.concat_tables(pending)
+
+
+def _split(staging: Path, s: dict, sources: list[Path], plan: TablePlan, options, key: str, fresh_id,
+           parts: int = 2) -> list[tuple[dict, FileEntry]]:
+    """A shard grown past twice its size (its files: ``sources``): ``parts`` shards (about
+    ``shard_bytes`` each), each as many of its rows by sort key (no tails), in the order they are
+    in its files (a shard holds one key range; the order within it buys nothing). Streamed: the
+    bounds from the sort keys of every row (its cluster and key columns only), then its files a
+    row group at a time, each row to its part's file, which writes a row group once it holds one
+    (read whole and sorted, the shard was held twice in Arrow, ~5.5x its parquet bytes each: a
+    compaction done that way peaked at 2.3 GB for a 107 MB shard)."""
     cluster = list(plan.config.cluster_by) + [key]
-    for a, b in zip(cuts, cuts[1:]):
-        part = t.slice(a, b - a)
-        lower = s["lower"] if a == 0 else sort_keys(part.slice(0, 1), cluster)[0]
-        sid = fresh_id()
-        e = _write(staging / shard_file(sid), [part], plan, options.parquet, chunk=sid)
-        out.append(({"id": sid, "lower": lower, "path": e.path}, e))
-    return out
+    fields = pa.schema([plan.schema.arrow.field(c) for c in cluster])
+    sk = pl.concat([sort_keys(pq.read_table(p, columns=cluster).select(cluster).cast(fields), cluster)
+                    for p in sources]).sort()
+    n = len(sk)
+    parts = max(1, min(parts, n))
+    cuts = [sk[n * i // parts] for i in range(1, parts)]  # the lower bound of each part after the first
+    del sk
+    bounds = pl.Series(cuts, dtype=pl.String)
+    ids = [fresh_id() for _ in range(parts)]
+    paths = [staging / shard_file(sid) for sid in ids]
+    pending: list[list[pa.Table]] = [[] for _ in ids]
+    sizes, rows = [0] * parts, [0] * parts
+    try:
+        writers = []
+        try:
+            for path in paths:
+                writers.append(parquet_writer(path, plan.schema, options.parquet))
+
+            def flush(i: int) -> None:
+                if pending[i]:
+                    rows[i] += _write_part(writers[i], pa.concat_tables(pending[i]), options.parquet)
+                    pending[i], sizes[i] = [], 0
+
+            for source in sources:
+                pf = pq.ParquetFile(source)
+                for g in range(pf.num_row_groups):
+                    t = _data(pf.read_row_group(g), plan)
+                    if t.num_rows == 0:
+                        continue
+                    where = bounds.search_sorted(sort_keys(t, cluster), side="right").to_numpy()
+                    order = np.argsort(where, kind="stable")
+                    for i, a, b in _runs(where[order]):
+                        piece = t.take(pa.array(order[a:b]))
+                        pending[i].append(piece)
+                        sizes[i] += piece.nbytes
+                        if sizes[i] >= options.parquet.row_group_bytes:
+                            flush(i)
+            for i in range(parts):
+                flush(i)
+        finally:
+            for w in writers:
+                w.close()
+        return [({"id": sid, "lower": s["lower"] if i == 0 else cuts[i - 1], "path": path.name},
+                 FileEntry.written(path, rows[i], chunk=sid)) for i, (sid, path) in enumerate(zip(ids, paths))]
+    except OSError as exc:
+        raise disk_error(exc, staging) from None
 
 
 def _reassign_split(index: pl.DataFrame, new_shards: dict[int, list[dict]], key: str) -> pl.DataFrame:
@@ -1909,24 +1963,54 @@ def _delete_rows(keys: pl.Series, file: str, plan: TablePlan, key: str) -> pa.Ta
     return pa.Table.from_arrays(cols, schema=changes_schema(plan.schema.arrow))
 
 
-def _write_changes(staging: Path, parts: list[pa.Table], plan: TablePlan, m: Manifest, base_date: str, options,
-                   row_groups: dict[str, list[int]]) -> dict:
+@dataclass
+class _EveryRow:
+    """A file new in this release (a shard split or compacted): the change feed lists every row
+    of it, read from the file when the feed is written, a row group at a time."""
+    path: Path
+    name: str
+
+
+def _write_changes(staging: Path, parts: list, plan: TablePlan, m: Manifest, base_date: str, options,
+                   row_groups: dict[str, list[int]], feed_op: Callable[[pa.Table], pa.Array]) -> dict:
     """The change feed as one parquet file (``changes/changes-00000.parquet``), in the order the
-    parts come (per file: deletes, updates in place, appended rows)."""
+    parts come (per file: deletes, updates in place, appended rows; or every row of a new file,
+    :class:`_EveryRow`, with ``feed_op`` telling inserts from updates), written as it is read, in
+    row groups of about ``row_group_bytes``."""
     schema = changes_schema(plan.schema.arrow)
-    table = pa.concat_tables(parts).combine_chunks() if parts else schema.empty_table()
+
+    def tables() -> Iterator[pa.Table]:
+        for part in parts:
+            if isinstance(part, _EveryRow):
+                pf = pq.ParquetFile(part.path)
+                for i in range(pf.num_row_groups):
+                    t = pf.read_row_group(i).cast(plan.schema.arrow)
+                    yield _change_rows(t, feed_op(t), part.name, plan)
+            else:
+                yield part
+
     folder = staging / CHANGES_DIR
     folder.mkdir(exist_ok=True)
     path = folder / "changes-00000.parquet"
+    counts: Counter = Counter()
+    rows = 0
     w = parquet_writer(path, plan.schema, options.parquet, arrow_schema=schema)
     try:
-        w.write_table(table, row_group_size=max(1, _row_group_rows(table, options.parquet)) if table.num_rows else 1)
+        for t in _regrouped(tables(), options.parquet.row_group_bytes):
+            counts.update(_op_counts(t))
+            rows += _write_part(w, t, options.parquet)
+        if rows == 0:
+            w.write_table(schema.empty_table(), row_group_size=1)
     finally:
         w.close()
-    entry = FileEntry.written(path, table.num_rows, name=f"{CHANGES_DIR}/{path.name}")
-    ops = table.column(CHANGE_COLUMN).to_pylist()
+    entry = FileEntry.written(path, rows, name=f"{CHANGES_DIR}/{path.name}")
     return {"base_snapshot": base_date, "base_root_hash": m.root_hash, "files": [dataclasses.asdict(entry)],
-            "inserted": ops.count("insert"), "updated": ops.count("update"), "deleted": ops.count("delete"),
+            "inserted": counts["insert"], "updated": counts["update"], "deleted": counts["delete"],
             "row_groups": row_groups}
+
+
+def _op_counts(t: pa.Table) -> dict[str, int]:
+    vc = pc.value_counts(t.column(CHANGE_COLUMN))
+    return {v.as_py(): c.as_py() for v, c in zip(vc.field("values"), vc.field("counts"))}
 
 

@@ -460,6 +460,35 @@ def test_a_rewritten_shard_keeps_its_row_groups_and_a_big_one_is_not_compacted(d
     assert kept >= 0.9 * same, f"{kept} of {same} unchanged column chunks written as they were"
 
 
+def test_a_compacted_shard_is_one_new_file_of_its_rows_and_the_feed_lists_them(db, stores, monkeypatch):
+    """A shard compacted when it is rewritten (here every shard with a change, as if each had many
+    small row groups) is streamed into one file under a new id: its rows as they were, changes
+    applied, in row groups of about ``row_group_bytes``; the change feed lists every row of it,
+    read back from that file as the feed is written. The release equals a full export and the
+    feed rebuilds it (check_refresh); the next refresh builds on it."""
+    from dataset_assets.export import refresh
+
+    store, full = stores
+    m = first_export(db, D1, store)
+    ids = keys(db, RELEASED, limit=table_count(db) // 50, order=f"md5(i.{KEY}::text || 'compacted')")
+    sql(db, f"UPDATE {TABLE} SET title = coalesce(title, '') || ' (compacted)' WHERE {KEY} = ANY('{{{','.join(ids)}}}'::uuid[])")
+    fragmented = refresh._fragmented
+    monkeypatch.setattr(refresh, "_fragmented", lambda md: True)
+    c = check_refresh(db, store, full, D1, D2, mode="xmin")
+    before = {s["id"] for s in m.layout["shards"]}
+    after = c.manifest.layout["shards"]
+    new = [s for s in after if s["id"] not in before]
+    assert new and len(after) == len(m.layout["shards"]) and c.stats["shards_rewritten"] == len(new), (c.stats, after)
+    assert all(not s.get("tail") for s in new)
+    feed_files = set(c.feed.column(refresh.FILE_COLUMN).to_pylist())
+    for s in new:
+        rows = pq.read_metadata(store.local_path(f"snapshots/{D2}/{TABLE}/{s['path']}")).num_rows
+        assert s["path"] in feed_files and c.feed.filter(pc.equal(c.feed.column(refresh.FILE_COLUMN), s["path"])).num_rows == rows
+    monkeypatch.setattr(refresh, "_fragmented", fragmented)
+    sql(db, f"UPDATE {TABLE} SET title = title || '.' WHERE {KEY} = ANY('{{{','.join(ids[:10])}}}'::uuid[])")
+    check_refresh(db, store, full, D2, D3, mode="xmin")
+
+
 @pytest.mark.parametrize("how", ["tombstone_and_delete", "removed_from_source", "tombstone_row_stays"])
 def test_removals(db, stores, how):
     store, full = stores
