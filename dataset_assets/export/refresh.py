@@ -659,11 +659,6 @@ def _key_dtype(plan: TablePlan):
 # ---------------------------------------------------------------------------------------------
 
 
-def _row_group_rows(table: pa.Table, options: ParquetOptions) -> int:
-    per_row = max(1, table.nbytes // max(1, table.num_rows))
-    return max(1, options.row_group_bytes // per_row)
-
-
 SMALL_CHUNK_BYTES = 1 << 20  # chunks smaller than this on average are combined before encoding
 
 
@@ -1874,56 +1869,35 @@ def _split(staging: Path, s: dict, sources: list[Path], plan: TablePlan, options
     ``shard_bytes`` each), each as many of its rows by sort key (no tails), in the order they are
     in its files (a shard holds one key range; the order within it buys nothing). Streamed: the
     bounds from the sort keys of every row (its cluster and key columns only), then its files a
-    row group at a time, each row to its part's file, which writes a row group once it holds one
-    (read whole and sorted, the shard was held twice in Arrow, ~5.5x its parquet bytes each: a
-    compaction done that way peaked at 2.3 GB for a 107 MB shard)."""
+    row group at a time, each row placed and written as a first export places and writes its rows
+    (:class:`_Layout`, :class:`_Buffered`). Read whole and sorted, the shard was held twice in
+    Arrow, ~5.5x its parquet bytes each (a compaction done that way peaked at 2.3 GB for a 107 MB
+    shard)."""
     cluster = list(plan.config.cluster_by) + [key]
     fields = pa.schema([plan.schema.arrow.field(c) for c in cluster])
     sk = pl.concat([sort_keys(pq.read_table(p, columns=cluster).select(cluster).cast(fields), cluster)
                     for p in sources]).sort()
     n = len(sk)
     parts = max(1, min(parts, n))
-    cuts = [sk[n * i // parts] for i in range(1, parts)]  # the lower bound of each part after the first
+    layout = _Layout(list(plan.config.cluster_by), key, [s["lower"], *(sk[n * i // parts] for i in range(1, parts))],
+                     [fresh_id() for _ in range(parts)])
     del sk
-    bounds = pl.Series(cuts, dtype=pl.String)
-    ids = [fresh_id() for _ in range(parts)]
-    paths = [staging / shard_file(sid) for sid in ids]
-    pending: list[list[pa.Table]] = [[] for _ in ids]
-    sizes, rows = [0] * parts, [0] * parts
+    # every part's row group waits whole (no budget flush cuts it smaller): parts + 1 row groups at most
+    sink = _Buffered(staging, plan, layout.ids, options.parquet, (parts + 1) * options.parquet.row_group_bytes)
     try:
-        writers = []
-        try:
-            for path in paths:
-                writers.append(parquet_writer(path, plan.schema, options.parquet))
-
-            def flush(i: int) -> None:
-                if pending[i]:
-                    rows[i] += _write_part(writers[i], pa.concat_tables(pending[i]), options.parquet)
-                    pending[i], sizes[i] = [], 0
-
-            for source in sources:
-                pf = pq.ParquetFile(source)
-                for g in range(pf.num_row_groups):
-                    t = _data(pf.read_row_group(g), plan)
-                    if t.num_rows == 0:
-                        continue
-                    where = bounds.search_sorted(sort_keys(t, cluster), side="right").to_numpy()
-                    order = np.argsort(where, kind="stable")
-                    for i, a, b in _runs(where[order]):
-                        piece = t.take(pa.array(order[a:b]))
-                        pending[i].append(piece)
-                        sizes[i] += piece.nbytes
-                        if sizes[i] >= options.parquet.row_group_bytes:
-                            flush(i)
-            for i in range(parts):
-                flush(i)
-        finally:
-            for w in writers:
-                w.close()
-        return [({"id": sid, "lower": s["lower"] if i == 0 else cuts[i - 1], "path": path.name},
-                 FileEntry.written(path, rows[i], chunk=sid)) for i, (sid, path) in enumerate(zip(ids, paths))]
-    except OSError as exc:
-        raise disk_error(exc, staging) from None
+        for source in sources:
+            pf = pq.ParquetFile(source)
+            for g in range(pf.num_row_groups):
+                t = _data(pf.read_row_group(g), plan)
+                if t.num_rows:
+                    pos = layout.shard_of(*layout.cluster_parts(t), t)
+                    order = np.argsort(pos, kind="stable")
+                    sink.put(t, order, pos[order])
+    except BaseException:
+        sink.abort()
+        raise
+    files = sink.finish(1)
+    return [({"id": layout.ids[p], "lower": layout.lowers[p], "path": files[p].path}, files[p]) for p in range(parts)]
 
 
 def _reassign_split(index: pl.DataFrame, new_shards: dict[int, list[dict]], key: str) -> pl.DataFrame:

@@ -481,9 +481,16 @@ def test_a_compacted_shard_is_one_new_file_of_its_rows_and_the_feed_lists_them(d
     assert new and len(after) == len(m.layout["shards"]) and c.stats["shards_rewritten"] == len(new), (c.stats, after)
     assert all(not s.get("tail") for s in new)
     feed_files = set(c.feed.column(refresh.FILE_COLUMN).to_pylist())
+    old_by_lower = {s["lower"]: s for s in m.layout["shards"]}
+
+    def file_keys(date: str, path: str) -> list:
+        return pq.read_table(store.local_path(f"snapshots/{date}/{TABLE}/{path}"), columns=[KEY]).column(KEY).to_pylist()
+
     for s in new:
         rows = pq.read_metadata(store.local_path(f"snapshots/{D2}/{TABLE}/{s['path']}")).num_rows
         assert s["path"] in feed_files and c.feed.filter(pc.equal(c.feed.column(refresh.FILE_COLUMN), s["path"])).num_rows == rows
+        # only titles changed, no shard had a tail: the compacted file holds the shard's rows in their order
+        assert file_keys(D2, s["path"]) == file_keys(D1, old_by_lower[s["lower"]]["path"]), s
     monkeypatch.setattr(refresh, "_fragmented", fragmented)
     sql(db, f"UPDATE {TABLE} SET title = title || '.' WHERE {KEY} = ANY('{{{','.join(ids[:10])}}}'::uuid[])")
     check_refresh(db, store, full, D2, D3, mode="xmin")
