@@ -18,7 +18,8 @@ S2  uniform: 1% of rows (uniform in the key space) get a new title or new tags
 S3  re-ingestion: every row of the provider nearest 5% of the table gets updated_on /
     last_synced_with_source = now(); 10% of them a new title as well
 S4  popularity: standardized_popularity and updated_on recomputed for every row of the
-    provider nearest 10% of the table
+    provider nearest 10% of the table (--s4-share: another share; 0.37 picks flickr, the
+    seeded table's biggest provider, as the catalogue's monthly refresh recomputes it)
 S5  touch-only: updated_on = now() on 20% of rows, nothing else
 S6a rewrite: VACUUM FULL image
 S6b rewrite: the table rebuilt with the same rows and swapped in by rename
@@ -323,6 +324,9 @@ def quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+S4_SHARE = 0.10  # S4's provider: the one nearest this share of the table (--s4-share)
+
+
 def change(uri: str, scenario: str) -> dict:
     """Apply ``scenario``'s change; returns what was changed (rows per kind, provider and share)."""
     if scenario == "S1":
@@ -352,7 +356,7 @@ def change(uri: str, scenario: str) -> dict:
         return {"provider": prov, "provider_rows": count, "provider_share": share, "bumped": n + t, "content_changed": t,
                 "what": f"provider {prov} ({share:.1%} of rows): {n + t:,} rows bumped, {t:,} of them with a new title"}
     if scenario == "S4":
-        prov, count, share = nearest_provider(provider_shares(uri), 0.10)
+        prov, count, share = nearest_provider(provider_shares(uri), S4_SHARE)
         [n] = execute(uri, [
             f"UPDATE {TABLE} SET standardized_popularity = standardized_popularity * 0.97 + 0.03 * "
             f"(('x' || substr(md5('S4:' || identifier::text), 1, 8))::bit(32)::bigint / 4294967296.0), updated_on = now() "
@@ -661,6 +665,8 @@ def parse_args(argv=None):
     p.add_argument("--baseline-full", action="store_true", help="also time one full export with layout chunks "
                                                                  "(the old mode) and compare the first export in --layout to it")
     p.add_argument("--markdown", action="store_true", help="also print the tables as markdown")
+    p.add_argument("--s4-share", type=float, default=S4_SHARE, help=f"S4 changes the provider nearest this share of the "
+                   f"table (default {S4_SHARE}; 0.37: flickr in the seeded table, its biggest provider)")
     p.add_argument("--reseed", action="store_true", help="rebuild the seeded table even if it holds --rows rows")
     p.add_argument("--shared-buffers", help="shared_buffers of the benchmark's embedded server (default: 25%% of RAM, as bench/run.py)")
     p.add_argument("--out", help="where to save the JSON results (default bench/results/refresh-<layout>-<timestamp>.json)")
@@ -681,8 +687,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    global ROW_GROUP_BYTES
+    global ROW_GROUP_BYTES, S4_SHARE
     ROW_GROUP_BYTES = args.row_group_mib * (1 << 20) if args.row_group_mib else None
+    S4_SHARE = args.s4_share
     bench.WORK_DIR.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HOME", str(bench.WORK_DIR / "hf-home"))  # hf_xet's logs stay under .local/
     from dataset_assets.errors import UserError

@@ -1422,7 +1422,8 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             return ids_next[0] - 1
 
     true_deletes = removals.join(j.filter(pl.col("op") == "move").select(key), on=key, how="anti")
-    feeds: dict[int, list[pa.Table]] = {}
+    feeds: dict[int, list] = {}  # each touched shard's part of the change feed, staged on disk (_staged_feed)
+    feed_dir = staging / "_feed"
 
     def feed_op(t: pa.Table) -> pa.Array:
         """insert for a key the previous release did not hold, update for one it did (a new file's
@@ -1491,7 +1492,8 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             if upd_tbl is None:
                 return []
             mine = upd_in_tail == in_tail  # upd_tbl's rows are upd's, in its order
-            t = upd_tbl.filter(pa.array(mine)) if mine.any() else None
+            # all of them (a file's updates, usually): the rows as they are, not a copy of them
+            t = upd_tbl if mine.all() else upd_tbl.filter(pa.array(mine)) if mine.any() else None
             return [_change_rows(t, pa.array(["update"] * t.num_rows, pa.string()), path, plan)] if t is not None else []
 
         feed: list[pa.Table] = []
@@ -1513,7 +1515,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                 raise disk_error(exc, staging) from None
             with id_lock:
                 merged_in.setdefault(merge_into[sid], []).append((pos_of[sid], path))
-            new_shards[sid], new_entries[sid], feeds[sid] = [], [], feed
+            new_shards[sid], new_entries[sid], feeds[sid] = [], [], _staged_feed(feed_dir, sid, feed)
             return
         # the main file's rows after the change, from the index (the rows leaving it); it is read
         # only to be rewritten, a row group at a time. A tail holds at most ~1/TAIL_SHARE of a
@@ -1523,7 +1525,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         tail_new = (tail_groups or []) + ins_part if tail_changed else None
         tail_rows = sum(g.num_rows for g in tail_new) if tail_new is not None else (old_files[tail_path].rows if tail_path else 0)
         if main_rows + tail_rows == 0:
-            new_shards[sid], new_entries[sid], feeds[sid] = [], [], feed
+            new_shards[sid], new_entries[sid], feeds[sid] = [], [], _staged_feed(feed_dir, sid, feed)
             return
         fold = tail_rows > 0 and (tail_rows * TAIL_SHARE > main_rows)
         if fold and tail_new is None:
@@ -1591,7 +1593,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         out_docs = list({id(d): d for d, _ in pieces}.values()) or [shard]
         new_shards[sid] = [dict(d) for d in out_docs]
         new_entries[sid] = [e for _, e in pieces] + reused
-        feeds[sid] = feed
+        feeds[sid] = _staged_feed(feed_dir, sid, feed)
 
     # the row index: the previous one without what changed, plus what changed; written while the
     # shards are (0.15-0.3 s at 1M rows), and again after them only if a shard folds, is compacted or splits.
@@ -1694,7 +1696,10 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                             f"the row index {index_entry['rows']}; nothing was committed to the store, rerun the export with --full.")
     feed_parts = [t for sid in touched for t in feeds.get(sid, [])]
     row_groups = {f.path: _row_group_sizes(staging / f.path) for f in files if f.reused_from is None}
-    changes = _write_changes(staging, feed_parts, plan, m, base_date, options, row_groups, feed_op)
+    try:
+        changes = _write_changes(staging, feed_parts, plan, m, base_date, options, row_groups, feed_op)
+    finally:
+        shutil.rmtree(feed_dir, ignore_errors=True)  # staged rows, not part of the release
     stages.done("feed")
     timings["stages_seconds"] = stages.seconds
     del_count = true_deletes.height
@@ -1938,6 +1943,45 @@ def _delete_rows(keys: pl.Series, file: str, plan: TablePlan, key: str) -> pa.Ta
 
 
 @dataclass
+class _Staged:
+    """Rows of the change feed staged on disk (Arrow IPC) while the shards are rewritten, read back
+    a batch at a time when the feed is written."""
+    path: Path
+
+
+def _staged_feed(folder: Path, sid: int, parts: list) -> list:
+    """Shard ``sid``'s part of the change feed with its rows (deletes, updates in place, appended
+    rows) written to disk as soon as the shard is rewritten, in their order; a new file's rows
+    (:class:`_EveryRow`) stay where they are. Held until the feed is written, the changed rows of
+    every shard were in memory at once: all the rows of a provider whose popularity was recomputed."""
+    out: list = []
+    run: list[pa.Table] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{sid:06d}-{len(out)}.arrow"
+        try:
+            with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, run[0].schema, options=_SPILL_WRITE) as w:
+                for t in run:
+                    w.write_table(t)
+        except OSError as exc:
+            raise disk_error(exc, folder) from None
+        out.append(_Staged(path))
+        run.clear()
+
+    for part in parts:
+        if isinstance(part, _EveryRow):
+            flush()
+            out.append(part)
+        elif part.num_rows:
+            run.append(part)
+    flush()
+    return out
+
+
+@dataclass
 class _EveryRow:
     """A file new in this release (a shard split or compacted): the change feed lists every row
     of it, read from the file when the feed is written, a row group at a time."""
@@ -1948,9 +1992,9 @@ class _EveryRow:
 def _write_changes(staging: Path, parts: list, plan: TablePlan, m: Manifest, base_date: str, options,
                    row_groups: dict[str, list[int]], feed_op: Callable[[pa.Table], pa.Array]) -> dict:
     """The change feed as one parquet file (``changes/changes-00000.parquet``), in the order the
-    parts come (per file: deletes, updates in place, appended rows; or every row of a new file,
-    :class:`_EveryRow`, with ``feed_op`` telling inserts from updates), written as it is read, in
-    row groups of about ``row_group_bytes``."""
+    parts come (per file: deletes, updates in place, appended rows, staged on disk, :class:`_Staged`;
+    or every row of a new file, :class:`_EveryRow`, with ``feed_op`` telling inserts from updates),
+    written as it is read, in row groups of about ``row_group_bytes``."""
     schema = changes_schema(plan.schema.arrow)
 
     def tables() -> Iterator[pa.Table]:
@@ -1960,6 +2004,11 @@ def _write_changes(staging: Path, parts: list, plan: TablePlan, m: Manifest, bas
                 for i in range(pf.num_row_groups):
                     t = pf.read_row_group(i).cast(plan.schema.arrow)
                     yield _change_rows(t, feed_op(t), part.name, plan)
+            elif isinstance(part, _Staged):
+                with pa.memory_map(str(part.path)) as f:
+                    r = pa.ipc.open_file(f, options=_SPILL_READ)
+                    for i in range(r.num_record_batches):
+                        yield pa.Table.from_batches([r.get_batch(i)])
             else:
                 yield part
 

@@ -331,3 +331,51 @@ def test_a_shard_is_compacted_for_many_small_row_groups_not_for_many_full_ones(t
     assert not refresh._fragmented(shard([1000] * 20 + [10] * 5)), "few row groups"
     assert refresh._fragmented(shard([1000] * 10 + [50] * (many - 10))), "many small ones"
     assert refresh._fragmented(shard([400] * many + [1000])), "deletions left most of them under half full"
+
+
+def test_the_change_feed_is_staged_on_disk_shard_by_shard_and_written_as_it_would_be_from_memory(tmp_path):
+    """A refresh held every rewritten shard's changed rows until it wrote the change feed (after a
+    provider's popularity is recomputed: all of that provider's rows). Each shard's part goes to
+    disk as soon as the shard is rewritten, and the feed reads it back in the same order."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from dataset_assets.export.shards import ParquetOptions
+
+    schema = pa.schema([pa.field("k", pa.int64()), pa.field("s", pa.string())])
+    plan = SimpleNamespace(schema=SimpleNamespace(arrow=schema, names=schema.names,
+                                                  dictionary_columns=lambda: [], statistics_columns=lambda: []))
+
+    def rows(lo: int, hi: int) -> pa.Table:
+        return pa.table({"k": pa.array(range(lo, hi), pa.int64()), "s": pa.array([f"v{i}" for i in range(lo, hi)])})
+
+    def ops(op: str, n: int) -> pa.Array:
+        return pa.array([op] * n, pa.string())
+
+    new_file = tmp_path / "new.parquet"  # a file new in the release: the feed lists its every row
+    pq.write_table(rows(100, 130), new_file, row_group_size=10)
+    parts = {3: [refresh._delete_rows(pl.Series("k", [1, 2]), "a.parquet", plan, "k"),
+                 refresh._change_rows(rows(10, 20), ops("update", 10), "a.parquet", plan),
+                 refresh._change_rows(rows(20, 25), ops("insert", 5), "a-tail.parquet", plan),
+                 refresh._EveryRow(new_file, "new.parquet"),
+                 refresh._change_rows(rows(40, 42), ops("insert", 2), "b.parquet", plan)],
+             7: [refresh._change_rows(rows(50, 53), ops("update", 3), "c.parquet", plan)],
+             9: []}
+    staged = {sid: refresh._staged_feed(tmp_path / "_feed", sid, p) for sid, p in parts.items()}
+    assert [type(p).__name__ for p in staged[3]] == ["_Staged", "_EveryRow", "_Staged"]
+    assert [type(p).__name__ for p in staged[7]] == ["_Staged"] and staged[9] == []
+    assert not any(isinstance(p, pa.Table) for ps in staged.values() for p in ps), "no row held in memory"
+    assert len(list((tmp_path / "_feed").iterdir())) == 3
+
+    def feed(all_parts: list, folder: str) -> pa.Table:
+        (tmp_path / folder).mkdir()
+        out = refresh._write_changes(tmp_path / folder, all_parts, plan, SimpleNamespace(root_hash="r"), "2026-01-01",
+                                     SimpleNamespace(parquet=ParquetOptions()), {}, lambda t: ops("insert", t.num_rows))
+        assert (out["inserted"], out["updated"], out["deleted"]) == (37, 13, 2)
+        return pq.read_table(tmp_path / folder / refresh.CHANGES_DIR / "changes-00000.parquet")
+
+    held = feed([p for sid in (3, 7, 9) for p in parts[sid]], "held")
+    from_disk = feed([p for sid in (3, 7, 9) for p in staged[sid]], "staged")
+    assert from_disk.equals(held)
+    assert from_disk.column("k").to_pylist() == [1, 2, *range(10, 25), *range(100, 130), 40, 41, 50, 51, 52]
+    assert from_disk.column("file").to_pylist()[:3] == ["a.parquet", "a.parquet", "a.parquet"]
