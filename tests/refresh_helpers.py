@@ -149,11 +149,11 @@ def feed(store, date: str, m: Manifest) -> pa.Table:
     return pa.concat_tables([pq.read_table(store.local_path(f"{prefix(date)}/{f['path']}")) for f in files])
 
 
-def export_pair(uri: str, date: str, store, full_store) -> tuple[Manifest, Manifest]:
-    """A refresh (default options) of ``date`` into ``store``, then, with no write in between,
-    a full export of the same data into ``full_store``."""
-    [r] = export_snapshot(uri, [TABLE], date, store, ExportOptions(workers=WORKERS))
-    [f] = export_snapshot(uri, [TABLE], date, full_store, ExportOptions(workers=WORKERS, incremental=False))
+def export_pair(uri: str, date: str, store, full_store, **options) -> tuple[Manifest, Manifest]:
+    """A refresh (default options, or ``options``) of ``date`` into ``store``, then, with no write
+    in between, a full export of the same data into ``full_store``."""
+    [r] = export_snapshot(uri, [TABLE], date, store, ExportOptions(workers=WORKERS, **options))
+    [f] = export_snapshot(uri, [TABLE], date, full_store, ExportOptions(workers=WORKERS, incremental=False, **options))
     return r.manifest, f.manifest
 
 
@@ -345,7 +345,7 @@ def spurious_tombstone_fallback(stats: dict, base: Manifest) -> bool:
 
 
 def check_refresh(uri: str, store, full_store, base_date: str, date: str, mode: str | None,
-                  check_feed: bool = True, tolerate_tombstone_window: bool = False) -> Checked:
+                  check_feed: bool = True, tolerate_tombstone_window: bool = False, **options) -> Checked:
     """Refresh ``date`` on top of ``base_date`` in ``store``, full-export it into ``full_store``,
     and check everything a refresh promises:
 
@@ -357,12 +357,13 @@ def check_refresh(uri: str, store, full_store, base_date: str, date: str, mode: 
     * shards hold disjoint ascending (provider, key) ranges; the row index's sha256 and counts;
     * the change feed applied to the previous release gives this one, its counts those of the manifest.
 
+    ``options``: ExportOptions of both exports (e.g. ``parquet``).
     ``tolerate_tombstone_window``: for tests that never delete a tombstone row, accept mode content
     instead of ``mode`` xmin when it is the engine's known spurious fallback
     (:func:`spurious_tombstone_fallback`, which another session on the test server can cause).
     """
     previous, pm = release(store, base_date)
-    m, fm = export_pair(uri, date, store, full_store)
+    m, fm = export_pair(uri, date, store, full_store, **options)
     refreshed, _ = release(store, date)
     full, _ = release(full_store, date)
     stats = m.layout["refresh"]

@@ -27,6 +27,8 @@ import threading
 from collections import Counter
 
 import psycopg
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -458,6 +460,46 @@ def test_a_rewritten_shard_keeps_its_row_groups_and_a_big_one_is_not_compacted(d
     # Arrow's content-defined chunking can cut a page elsewhere where the first export handed a
     # row group over in pieces (a rewrite hands it over whole): a few chunks differ in a page or two
     assert kept >= 0.9 * same, f"{kept} of {same} unchanged column chunks written as they were"
+
+
+def test_a_shards_many_updated_rows_are_staged_a_row_group_at_a_time(db, stores, monkeypatch):
+    """A shard's updated rows past UPDATES_HELD_BYTES (0 here: all of them) are read from its spill
+    a piece at a time into a file per row group they update; each row group is rewritten with its
+    own, and the change feed lists them from those files. Shards of several row groups (1 MiB),
+    a provider's popularity recomputed, titles elsewhere, new rows: the release equals a full
+    export, the feed rebuilds it, and each rewritten file keeps its row groups."""
+    from dataset_assets.export import refresh
+    from dataset_assets.export.shards import MiB, ParquetOptions
+
+    store, full = stores
+    parquet = ParquetOptions(row_group_bytes=1 * MiB)
+    m = first_export(db, D1, store, parquet=parquet)
+    rgs = {f.path: pq.ParquetFile(store.local_path(f"snapshots/{D1}/{TABLE}/{f.path}")).num_row_groups for f in m.files}
+    assert max(rgs.values()) > 2, rgs
+    monkeypatch.setattr(refresh, "UPDATES_HELD_BYTES", 0)
+    staged: list[Path] = []
+    route = refresh._route
+
+    def watched(*args):
+        out = route(*args)
+        staged.extend(v for v in out[0].values() if isinstance(v, Path))
+        return out
+
+    monkeypatch.setattr(refresh, "_route", watched)
+    provider = query(db, f"SELECT {CLUSTER} FROM {TABLE} GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")[0][0]
+    finite = "standardized_popularity IS NOT NULL AND standardized_popularity NOT IN ('NaN', 'Infinity', '-Infinity')"
+    [n] = sql(db, f"UPDATE {TABLE} SET standardized_popularity = standardized_popularity + 1, updated_on = now() "
+                  f"WHERE {CLUSTER} = '{provider}' AND {finite}")
+    ids = keys(db, RELEASED, limit=30, order=f"md5(i.{KEY}::text || 'staged')")
+    sql(db, f"UPDATE {TABLE} SET title = coalesce(title, '') || ' (staged)' WHERE {KEY} = ANY('{{{','.join(ids)}}}'::uuid[])")
+    change_rows(db, TABLE, fraction=0.005, seed=53, mode="random", kinds=("insert",))
+    c = check_refresh(db, store, full, D1, D2, mode="xmin", parquet=parquet)
+    assert n > 0 and c.stats["updated"] > n // 2 and c.stats["inserted"] > 0, c.stats  # (rows the filters leave out are not)
+    assert len({p.name.rsplit("-", 1)[1] for p in staged}) > 1, "updates staged for several row groups"
+    assert not any(p.exists() for p in staged), "staged rows are not left behind"
+    for f in c.manifest.files:
+        if f.reused_from is None and f.path in rgs:  # a main file rewritten in place (new rows go to tails)
+            assert pq.ParquetFile(store.local_path(f"snapshots/{D2}/{TABLE}/{f.path}")).num_row_groups == rgs[f.path], f.path
 
 
 def test_a_compacted_shard_is_one_new_file_of_its_rows_and_the_feed_lists_them(db, stores, monkeypatch):

@@ -379,3 +379,47 @@ def test_the_change_feed_is_staged_on_disk_shard_by_shard_and_written_as_it_woul
     assert from_disk.equals(held)
     assert from_disk.column("k").to_pylist() == [1, 2, *range(10, 25), *range(100, 130), 40, 41, 50, 51, 52]
     assert from_disk.column("file").to_pylist()[:3] == ["a.parquet", "a.parquet", "a.parquet"]
+
+
+def test_a_shards_changed_rows_are_routed_from_its_spill_to_the_row_groups_they_update(tmp_path):
+    """A rewrite took every changed row of a shard from its spill at once and held them while it
+    rewrote the shard. Now they are read a piece at a time: a main file's updates go to a file per
+    row group (each row group is rewritten with its own), the tail's updates and the inserts come
+    back in the order asked for; a changed row missing from the spill is an error, not a row lost."""
+    import numpy as np
+    import polars as pl
+
+    from dataset_assets.errors import UserError
+
+    schema = pa.schema([pa.field("k", pa.string()), pa.field("v", pa.int64())])
+    spill = refresh._Spill(tmp_path / "spill", schema, shards=2)
+    keys = [f"k{i:04d}" for i in range(3000)]
+    rng = np.random.default_rng(7)
+    order = rng.permutation(3000)  # the spill holds them in read order, not key order
+    for a in range(0, 3000, 70):
+        rows = order[a:a + 70]
+        spill.write(1, pa.table({"k": pa.array([keys[i] for i in rows]), "v": pa.array(rows.astype(np.int64))}, schema=schema))
+    spill.close()
+    main = pl.Series("k", [keys[i] for i in range(0, 3000, 3)])  # updates of the main file, 4 row groups
+    main_rg = np.array([i * 4 // 3000 for i in range(0, 3000, 3)], dtype=np.int64)
+    tail = pl.Series("k", [keys[i] for i in (2999, 4, 1000)])
+    ins = pl.Series("k", [keys[i] for i in (10, 5, 2000, 7)])
+    # held while they fit (a few updates: no file), else staged a file per row group
+    for held_bytes, staged in ((1 << 30, False), (8 << 10, True)):
+        prefix = tmp_path / f"feed-{held_bytes}" / "upd-000001"
+        routed, (tail_rows, ins_rows) = refresh._route(spill, 1, "k", main, main_rg, [tail, ins], prefix, 4 << 10, held_bytes)
+        assert sorted(routed) == [0, 1, 2, 3]
+        assert all(isinstance(v, Path) == staged for v in routed.values())
+        assert prefix.parent.exists() == staged
+        for rg, got in routed.items():
+            got = refresh._read_ipc(got) if staged else got
+            assert sorted(got.column("k").to_pylist()) == sorted(k for k, r in zip(main.to_list(), main_rg) if r == rg)
+            assert all(keys[v] == k for k, v in zip(got.column("k").to_pylist(), got.column("v").to_pylist()))
+        assert tail_rows.column("k").to_pylist() == tail.to_list() and tail_rows.column("v").to_pylist() == [2999, 4, 1000]
+        assert ins_rows.column("k").to_pylist() == ins.to_list()
+    none, (nothing,) = refresh._route(spill, 1, "k", main.clear(), None, [ins.clear()], tmp_path / "x" / "x", 4 << 10, 0)
+    assert none == {} and nothing is None
+    with pytest.raises(UserError, match="not among the rows read"):
+        refresh._route(spill, 1, "k", main.clear(), None, [pl.Series("k", ["k0001", "gone"])], tmp_path / "y" / "y", 4 << 10, 0)
+    with pytest.raises(UserError, match="not among the rows read"):
+        refresh._route(spill, 0, "k", pl.Series("k", ["k0001"]), np.zeros(1, np.int64), [], tmp_path / "z" / "z", 4 << 10, 0)
