@@ -1468,8 +1468,9 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         upd_main = upd.filter(~pl.col("p_tail")).get_column(key)
         upd_tail = upd.filter(pl.col("p_tail")).get_column(key)
         # the shard's changed rows, read from its spill a piece at a time: the main file's updates
-        # to a file per row group they update (its rewrite reads one row group's at a time), the
-        # tail's updates and the inserts gathered in their order (a tail is read whole anyway)
+        # grouped by the row group they update (on disk, a file per row group, past
+        # UPDATES_HELD_BYTES; the rewrite reads one row group's at a time), the tail's updates and
+        # the inserts gathered in their order (a tail is read whole anyway)
         main_rg = _row_groups_of(previous(main_path), key, upd_main, main_path) if len(upd_main) else None
         upd_rgs, (tail_tbl, ins_tbl) = _route(spill, pos_of[sid], key, upd_main, main_rg, [upd_tail, ins.get_column(key)],
                                               feed_dir / f"upd-{sid:06d}", options.batch_bytes, UPDATES_HELD_BYTES)
