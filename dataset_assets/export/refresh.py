@@ -1489,8 +1489,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         ins_part = [_data(ins_tbl, plan)] if ins_tbl is not None and ins_tbl.num_rows else []
         ins_ops = [pa.array(np.where(ins.get_column("existed").to_numpy(), "update", "insert"), pa.string())] if ins_part else []
         for _pos, path in sorted(merged_in.get(sid, ())):  # a shrunken neighbour's rows, after this shard's own new rows
-            with pa.memory_map(str(path)) as f:
-                rows = pa.ipc.open_file(f, options=_SPILL_READ).read_all()
+            rows = _read_ipc(path)
             ins_part.append(rows)
             ins_ops.append(feed_op(rows))
         main_changed = bool((~rem.get_column("p_tail")).any() or len(upd_main))
@@ -1516,11 +1515,11 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             """The change feed's updates in place of a file: the main file's as staged per row group."""
             if not in_tail:
                 return [_StagedRows(t, "update", path) if isinstance(t, Path)
-                        else _change_rows(t, pa.array(["update"] * t.num_rows, pa.string()), path, plan)
+                        else _change_rows(t, _ops("update", t.num_rows), path, plan)
                         for _, t in sorted(upd_rgs.items())]
             if tail_tbl is None:
                 return []
-            return [_change_rows(tail_tbl, pa.array(["update"] * tail_tbl.num_rows, pa.string()), path, plan)]
+            return [_change_rows(tail_tbl, _ops("update", tail_tbl.num_rows), path, plan)]
 
         feed: list = []  # tables, and references to rows staged on disk
         for in_tail, path in ((False, main_path), (True, tail_path)):
@@ -1578,7 +1577,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             feed += in_place(main_path, False)
             # the tail's rows were all released before: updates; then the rows new to the shard
             old_tail = appended.num_rows - sum(t.num_rows for t in ins_part)
-            ops = pa.concat_arrays([pa.array(["update"] * old_tail, pa.string()), *ins_ops])
+            ops = pa.concat_arrays([_ops("update", old_tail), *ins_ops])
             feed.append(_change_rows(appended, ops, main_path, plan))
             folded.add(sid)
         else:
@@ -1833,7 +1832,7 @@ def _route(spill: _Spill, pos: int, key: str, main_keys: pl.Series, main_rg: np.
     whole = spill.read(pos)  # mapped: only its key column is read here, to place every row at once
     if whole is None or whole.num_rows == 0:
         if len(main_keys) or any(len(k) for k in others):
-            raise UserError("a changed row was not among the rows read; nothing was committed to the store, rerun the export.")
+            raise _not_read()
         return {}, [None for _ in others]
     spilled_keys = whole.column(key)
 
@@ -1844,19 +1843,22 @@ def _route(spill: _Spill, pos: int, key: str, main_keys: pl.Series, main_rg: np.
         at = pc.index_in(spilled, value_set=keys.to_arrow().cast(spilled.type))
         return pc.fill_null(at, -1).to_numpy().astype(np.int64)
 
+    def in_order(spilled: pa.Table, spilled_at: pa.ChunkedArray, keys: pl.Series) -> pa.Table | None:
+        """The rows of ``keys``, in that order, taken from the whole spill at once."""
+        if not len(keys):
+            return None
+        at = pc.index_in(keys.to_arrow().cast(spilled_at.type), value_set=spilled_at)
+        if at.null_count:
+            raise _not_read()
+        return spilled.take(at)
+
+    # a small spill is taken from as it is, not read again a piece at a time (S1's 99 shards of
+    # ~100 new rows each: 0.1 s more); the rows of ``others`` then come in their order at once
     small = whole.get_total_buffer_size() <= held_bytes
-    if small and not len(main_keys):
-        # a small spill and no main file's update (new rows, S1): the rows of ``others`` taken from it
-        # as they are, as before routing (S1's 99 shards of ~100 new rows each took 0.1 s more)
-        out = []
-        for keys in others:
-            at = pc.index_in(keys.to_arrow().cast(spilled_keys.type), value_set=spilled_keys) if len(keys) else None
-            if at is not None and at.null_count:
-                raise UserError("a changed row was not among the rows read; nothing was committed to the store, rerun the export.")
-            out.append(whole.take(at) if at is not None else None)
-        return {}, out
-    main_at, others_at = where(spilled_keys, main_keys), [where(spilled_keys, k) for k in others]
-    pieces = [whole] if small else spill.pieces(pos, nbytes)  # a small spill: taken from as it is
+    gathered = [in_order(whole, spilled_keys, k) for k in others] if small else None
+    main_at = where(spilled_keys, main_keys)
+    others_at = [None for _ in others] if small else [where(spilled_keys, k) for k in others]
+    pieces = [whole] if small else spill.pieces(pos, nbytes)
     del whole, spilled_keys
     held: dict[int, list[pa.Table]] = {}
     size = 0
@@ -1907,17 +1909,20 @@ def _route(spill: _Spill, pos: int, key: str, main_keys: pl.Series, main_rg: np.
                 w.close()
             with contextlib.suppress(Exception):
                 f.close()
-    out: list[pa.Table | None] = []
-    for j, got in enumerate(found):
+    if routed != len(main_keys):
+        raise _not_read()
+    out = gathered if gathered is not None else []
+    for j, got in enumerate(found if gathered is None else []):
         t = pa.concat_tables([t for t, _ in got]) if got else None
         if (t.num_rows if t is not None else 0) != len(others[j]):
-            routed = -1
-            break
+            raise _not_read()
         # in the list's order (they came in the spill's)
         out.append(t.take(pa.array(np.argsort(np.concatenate([a for _, a in got]), kind="stable"))) if t is not None else None)
-    if routed != len(main_keys):
-        raise UserError("a changed row was not among the rows read; nothing was committed to the store, rerun the export.")
     return {**{rg: pa.concat_tables(ts) for rg, ts in held.items()}, **files}, out
+
+
+def _not_read() -> UserError:
+    return UserError("a changed row was not among the rows read; nothing was committed to the store, rerun the export.")
 
 
 def _apply(rg: pa.Table, key: str, out_keys: pl.Series, upd_keys: pl.Series, upd_tbl: pa.Table | None) -> pa.Table:
@@ -2067,6 +2072,11 @@ def changes_schema(table_schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields + [f.with_nullable(True) for f in table_schema])
 
 
+def _ops(op: str, n: int) -> pa.Array:
+    """The change feed's ``change`` column for ``n`` rows of one kind."""
+    return pa.array([op] * n, pa.string())
+
+
 def _change_rows(t: pa.Table, ops: pa.Array, file: str, plan: TablePlan) -> pa.Table:
     t = t.select(plan.schema.names).cast(plan.schema.arrow)
     files = pa.array([file] * t.num_rows, pa.string())
@@ -2151,15 +2161,10 @@ def _write_changes(staging: Path, parts: list, plan: TablePlan, m: Manifest, bas
                 for i in range(pf.num_row_groups):
                     t = pf.read_row_group(i).cast(plan.schema.arrow)
                     yield _change_rows(t, feed_op(t), part.name, plan)
-            elif isinstance(part, _StagedRows):
-                t = _read_ipc(part.path)
-                for b in t.to_batches():
-                    yield _change_rows(pa.Table.from_batches([b]), pa.array([part.op] * b.num_rows, pa.string()), part.file, plan)
-            elif isinstance(part, _Staged):
-                with pa.memory_map(str(part.path)) as f:
-                    r = pa.ipc.open_file(f, options=_SPILL_READ)
-                    for i in range(r.num_record_batches):
-                        yield pa.Table.from_batches([r.get_batch(i)])
+            elif isinstance(part, (_Staged, _StagedRows)):
+                for b in _read_ipc(part.path).to_batches():  # mapped: a batch's pages are read as it is written
+                    t = pa.Table.from_batches([b])
+                    yield _change_rows(t, _ops(part.op, t.num_rows), part.file, plan) if isinstance(part, _StagedRows) else t
             else:
                 yield part
 

@@ -419,7 +419,9 @@ def test_a_shards_changed_rows_are_routed_from_its_spill_to_the_row_groups_they_
         assert ins_rows.column("k").to_pylist() == ins.to_list()
     none, (nothing,) = refresh._route(spill, 1, "k", main.clear(), None, [ins.clear()], tmp_path / "x" / "x", 4 << 10, 0)
     assert none == {} and nothing is None
-    with pytest.raises(UserError, match="not among the rows read"):
-        refresh._route(spill, 1, "k", main.clear(), None, [pl.Series("k", ["k0001", "gone"])], tmp_path / "y" / "y", 4 << 10, 0)
+    for held_bytes in (0, 1 << 30):  # read a piece at a time, or taken from the whole spill
+        with pytest.raises(UserError, match="not among the rows read"):
+            refresh._route(spill, 1, "k", main.clear(), None, [pl.Series("k", ["k0001", "gone"])], tmp_path / "y" / "y",
+                           4 << 10, held_bytes)
     with pytest.raises(UserError, match="not among the rows read"):
         refresh._route(spill, 0, "k", pl.Series("k", ["k0001"]), np.zeros(1, np.int64), [], tmp_path / "z" / "z", 4 << 10, 0)
