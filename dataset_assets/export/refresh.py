@@ -70,6 +70,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,8 @@ import pyarrow.parquet as pq
 from dataset_assets.errors import UserError
 from dataset_assets.export.background import Background, source_failure
 from dataset_assets.export.progress import Progress
-from dataset_assets.export.shards import ParquetOptions, StagedWriter, disk_error, parquet_writer
+from dataset_assets.export import splice
+from dataset_assets.export.shards import ParquetOptions, StagedWriter, disk_error, parquet_writer, write_behind, writer_arguments
 from dataset_assets.source import candidates as cand_sql
 from dataset_assets.source.fingerprints import reuse_blocker
 from dataset_assets.source.plan import TablePlan, primary_key
@@ -721,6 +723,92 @@ def _write(path: Path, parts: Iterable[pa.Table], plan: TablePlan, options: Parq
         return FileEntry.written(path, rows, chunk=chunk)
     except OSError as exc:
         raise disk_error(exc, path.parent) from None
+
+
+Spliced = tuple[int, "pa.Table | None", "list[int] | None"]
+
+
+def splice_groups(pf: pq.ParquetFile, key: str, out_keys: pl.Series,
+                  updates_of: Callable[[int], tuple[pa.Table | None, pl.Series]], schema: pa.Schema) -> Iterator[Spliced]:
+    """A previous file's row groups with changes applied, as :func:`write_spliced` takes them:
+    ``(i, None, None)`` for row group ``i`` as it was (no row of it updated or gone: not even
+    decoded), ``(i, rows, changed)`` for one whose updated rows changed the columns ``changed``
+    only (``[]``: none, they held what they held), ``(i, rows, None)`` for one that lost rows. A
+    row group left empty is left out. ``updates_of(i)``: the updated rows for row group ``i`` and
+    their keys (rows of other row groups among them are ignored). The refresh and the change feed's
+    replay (``export/feed.py``) both go through here, so both write the same bytes."""
+    gone = out_keys.to_arrow()
+    for i in range(pf.num_row_groups):
+        new, keys = updates_of(i)
+        if not len(keys):
+            held = pf.read_row_group(i, columns=[key]).column(key) if len(gone) else None
+            if held is None or not pc.any(pc.is_in(held, value_set=gone.cast(held.type))).as_py():
+                yield i, None, None
+                continue
+        t = pf.read_row_group(i).select(schema.names)
+        t = t if t.schema.equals(schema, check_metadata=True) else t.cast(schema)
+        g, changed = _apply_columns(t, key, out_keys, keys, new)
+        if g.num_rows:
+            yield i, g, changed
+
+
+def write_spliced(path: Path, raw: BinaryIO, groups: Iterable[Spliced], schema: pa.Schema, dictionary: list[str],
+                  statistics: list[str], options: ParquetOptions) -> FileEntry:
+    """A file rewritten from its previous version ``raw`` (written in ``schema`` with these writer
+    settings: a refresh's basis says so) and ``groups`` (:func:`splice_groups`): a row group as it
+    was is copied, column chunks, page index and all (``export/splice.py``); of one whose updated
+    rows changed some columns, only those are encoded (by the same writer, as a file of their own)
+    and the others copied; one that lost rows is encoded again whole (cut as :func:`_write_part`
+    cuts). Encoded columns are combined into one Arrow chunk first: content-defined chunking
+    cuts pages by the chunks it is handed, and the change feed's replay must write the same
+    bytes. Where the previous file was written from single-chunk row groups the file is
+    :func:`_write`'s byte for byte (a test checks it); where its columns came in pieces (a first
+    export), a copied column keeps the bytes it had, pages and all.
+
+    What it saves: S2 of ``make bench-refresh`` (new titles or tags on 1 % of the rows, spread over
+    every shard) rewrote every shard decoding 1.05 and encoding 2.3 CPU-s per 1M rows; a title's
+    update changes 3 of ``image``'s 26 columns, so most of that encoding was of values that had not
+    changed, into the bytes they had."""
+    names = schema.names
+
+    def encoded(part: pa.Table, whole: bool) -> splice.Source:
+        columns = part.schema.names
+        sink = pa.BufferOutputStream()
+        w = pq.ParquetWriter(sink, part.schema, **writer_arguments(
+            options, [c for c in dictionary if c in columns], [c for c in statistics if c in columns]))
+        try:
+            if whole:
+                _write_part(w, part, options)
+            else:
+                w.write_table(part, row_group_size=part.num_rows)
+        finally:
+            w.close()
+        return splice.Source(pa.BufferReader(sink.getvalue()))
+
+    try:
+        src = splice.Source(raw)
+        with open(path, "wb") as out:
+            w = splice.Writer(out, src)
+            for i, rows, changed in groups:
+                if rows is None or changed == []:  # as it was
+                    w.add(src.rows(i), src.chunks(i))
+                elif changed is None or rows.nbytes > ROW_GROUP_SLACK * options.row_group_bytes:
+                    new = encoded(rows.combine_chunks(), True)
+                    for j in range(len(new.row_groups)):
+                        w.add(new.rows(j), new.chunks(j))
+                else:
+                    new = encoded(rows.select([names[c] for c in changed]).combine_chunks(), False)
+                    w.add(rows.num_rows, [new.chunk(0, changed.index(c)) if c in changed else src.chunk(i, c)
+                                          for c in range(len(names))])
+            w.close()
+            out.flush()
+    except OSError as exc:
+        raise disk_error(exc, path.parent) from None
+    except ValueError as exc:  # the previous file is not what its footer says
+        raise UserError(f"a file of the previous snapshot cannot be read as it is ({exc}); nothing was committed "
+                        f"to the store, rerun the export with --full.") from None
+    write_behind(path)
+    return FileEntry.written(path, w.rows)
 
 
 class _Buffered:
@@ -1465,11 +1553,14 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         return sum(f.rows for f in _shard_files(by_id[sid], old_files))
 
     def rewrite_shard(sid: int, opened: contextlib.ExitStack) -> None:
-        previous_files: dict[str, pq.ParquetFile] = {}
+        previous_files: dict[str, tuple[pq.ParquetFile, BinaryIO]] = {}
 
         def previous(path: str) -> pq.ParquetFile:
+            return previous_raw(path)[0]
+
+        def previous_raw(path: str) -> tuple[pq.ParquetFile, BinaryIO]:
             if path not in previous_files:
-                previous_files[path] = opened.enter_context(store.open_parquet(f"{base_prefix}/{path}"))
+                previous_files[path] = opened.enter_context(store.open_parquet_raw(f"{base_prefix}/{path}"))
             return previous_files[path]
 
         s = by_id[sid]
@@ -1495,21 +1586,37 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         main_changed = bool((~rem.get_column("p_tail")).any() or len(upd_main))
         tail_changed = bool(rem.get_column("p_tail").any() or len(upd_tail) or ins_part)
 
+        def updated(path: str, i: int) -> tuple[pa.Table | None, pl.Series]:
+            """The rows updating row group ``i`` of ``path``, and their keys."""
+            if path != main_path:
+                return tail_tbl, upd_tail
+            new = upd_rgs.get(i)
+            new = _read_ipc(new) if isinstance(new, Path) else new
+            return new, (pl.from_arrow(new.column(key)) if new is not None else upd_main.clear())
+
         def applied(path: str) -> Iterator[pa.Table]:
             """The file's row groups with this shard's changes applied, read one at a time: a main
             file is streamed into its rewrite (two 256 MiB shards held whole took 4.9 GB), each
             row group with its own updated rows only."""
             pf = previous(path)
             for i in range(pf.num_row_groups):
-                if path == main_path:
-                    new = upd_rgs.get(i)
-                    new = _read_ipc(new) if isinstance(new, Path) else new
-                    keys = pl.from_arrow(new.column(key)) if new is not None else upd_main.clear()
-                else:
-                    new, keys = tail_tbl, upd_tail
+                new, keys = updated(path, i)
                 g = _apply(_data(pf.read_row_group(i), plan), key, out_keys, keys, new)
                 if g.num_rows:
                     yield g
+
+        def spliced(path: str) -> Iterator[Spliced]:
+            """The file's row groups with this shard's changes applied, for :func:`write_spliced`."""
+            return splice_groups(previous(path), key, out_keys, lambda i: updated(path, i), plan.schema.arrow)
+
+        def write_in_place(path: str) -> FileEntry:
+            """``path`` rewritten with its rows where they were (no row appended): spliced, so
+            only the columns that changed are encoded again."""
+            pf, raw = previous_raw(path)
+            if not pf.schema_arrow.equals(plan.schema.arrow, check_metadata=True):  # (never in a refresh's basis)
+                return _write(staging / path, applied(path), plan, options.parquet)
+            return write_spliced(staging / path, raw, spliced(path), plan.schema.arrow, plan.schema.dictionary_columns(),
+                                 plan.schema.statistics_columns(), options.parquet)
 
         def in_place(path: str, in_tail: bool) -> list:
             """The change feed's updates in place of a file: the main file's as staged per row group."""
@@ -1583,14 +1690,17 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         else:
             shard = {"id": sid, "lower": s["lower"], "path": main_path}
             if rewritten:
-                pieces.append((shard, _write(staging / main_path, applied(main_path), plan, options.parquet)))
+                pieces.append((shard, write_in_place(main_path)))
                 feed += in_place(main_path, False)
             else:
                 f = old_files[main_path]
                 reused.append(f.reused_in(base_date, sid))
             if tail_new is not None and sum(g.num_rows for g in tail_new):
                 shard["tail"] = tail_path or tail_file(sid)
-                pieces.append((shard, _write(staging / shard["tail"], tail_new, plan, options.parquet)))
+                # a tail that only lost or updated rows is rewritten as a main file is (and as the
+                # change feed's replay rewrites any file that keeps its rows in place)
+                pieces.append((shard, write_in_place(tail_path) if tail_path and not ins_part else
+                               _write(staging / shard["tail"], tail_new, plan, options.parquet)))
                 feed += in_place(shard["tail"], True)
                 for part, ops in zip(ins_part, ins_ops):
                     feed.append(_change_rows(part, ops, shard["tail"], plan))
@@ -1926,6 +2036,12 @@ def _not_read() -> UserError:
 
 
 def _apply(rg: pa.Table, key: str, out_keys: pl.Series, upd_keys: pl.Series, upd_tbl: pa.Table | None) -> pa.Table:
+    """:func:`_apply_columns`' rows."""
+    return _apply_columns(rg, key, out_keys, upd_keys, upd_tbl)[0]
+
+
+def _apply_columns(rg: pa.Table, key: str, out_keys: pl.Series, upd_keys: pl.Series,
+                   upd_tbl: pa.Table | None) -> tuple[pa.Table, list[int] | None]:
     """A previous row group with the rows of ``out_keys`` removed and those of ``upd_keys``
     replaced in place by the rows of ``upd_tbl`` (same order as ``upd_keys``).
 
@@ -1936,9 +2052,10 @@ def _apply(rg: pa.Table, key: str, out_keys: pl.Series, upd_keys: pl.Series, upd
     which the gather that copies the row group is 0.45. So a column whose updated rows hold the
     values they held (bit for bit: :func:`_same_values`) is not gathered: it is the previous column
     as it is, or filtered when rows leave (an update of a title changes 3 of ``image``'s 26 columns,
-    with the volatile ones)."""
+    with the volatile ones). With the rows, the columns whose values changed (positions; None when
+    rows left, which changes every column)."""
     if len(out_keys) == 0 and len(upd_keys) == 0:
-        return rg
+        return rg, []
     keys = rg.column(key)
     n = rg.num_rows
     take = np.arange(n, dtype=np.int64)
@@ -1953,21 +2070,26 @@ def _apply(rg: pa.Table, key: str, out_keys: pl.Series, upd_keys: pl.Series, upd
     keep = None
     if len(out_keys):
         keep = ~pc.is_in(keys, value_set=out_keys.to_arrow().cast(keys.type)).to_numpy(zero_copy_only=False)
-        take = take[keep]
+        if keep.all():  # none of them here
+            keep = None
+        else:
+            take = take[keep]
     if len(here) == 0 and keep is None:
-        return rg
+        return rg, []
     upd = upd_tbl.select(rg.schema.names).cast(rg.schema) if len(here) else None
     gather = pa.array(take, pa.int64())
     kept = pa.array(keep) if keep is not None else None
     old_at, new_at = pa.array(here, pa.int64()), pa.array(src, pa.int64())
     columns = []
+    changed: list[int] = []
     for i in range(rg.num_columns):
         col = rg.column(i)
         if upd is not None and not _same_values(col.take(old_at), upd.column(i).take(new_at)):
             columns.append(pa.chunked_array(col.chunks + upd.column(i).chunks, col.type).take(gather))
+            changed.append(i)
         else:
             columns.append(col.filter(kept) if kept is not None else col)
-    return pa.Table.from_arrays(columns, schema=rg.schema)
+    return pa.Table.from_arrays(columns, schema=rg.schema), (changed if keep is None else None)
 
 
 def _same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:

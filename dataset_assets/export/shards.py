@@ -56,9 +56,13 @@ def parquet_writer(path: Path, schema: TableSchema, options: ParquetOptions, arr
 def open_writer(path: Path, arrow_schema: pa.Schema, options: ParquetOptions, dictionary: list[str],
                 statistics: list[str]) -> pq.ParquetWriter:
     """:func:`parquet_writer` from what a published manifest records (``writer_settings``)."""
-    return StagedWriter(
-        str(path),
-        arrow_schema,
+    return StagedWriter(str(path), arrow_schema, **writer_arguments(options, dictionary, statistics))
+
+
+def writer_arguments(options: ParquetOptions, dictionary: list[str], statistics: list[str]) -> dict:
+    """The ``ParquetWriter`` arguments that shape a shard's bytes (a refresh encodes changed
+    columns with them on their own: ``export/splice.py``)."""
+    return dict(
         compression=options.compression,
         compression_level=options.compression_level,
         use_dictionary=list(dictionary),

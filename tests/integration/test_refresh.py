@@ -329,15 +329,16 @@ def test_uniform_title_updates(db, stores):
 
 class CountingStore(LocalStore):
     """A local store that counts the parquet files opened through it: on S3 each opening is a whole
-    download (``Store.open_parquet`` spools the object), so a refresh must open each file once."""
+    download (``Store.open_parquet_raw``, behind ``open_parquet`` too, spools the object), so a
+    refresh must open each file once."""
 
     def __init__(self, root):
         super().__init__(root)
         self.opened: Counter = Counter()
 
-    def open_parquet(self, key: str):
+    def open_parquet_raw(self, key: str):
         self.opened[key] += 1
-        return super().open_parquet(key)
+        return super().open_parquet_raw(key)
 
 
 def test_a_refresh_opens_each_previous_file_once(db, tmp_path):

@@ -78,17 +78,24 @@ class Store(ABC):
     def open_parquet(self, key: str) -> Iterator[pq.ParquetFile]:
         """A :class:`pyarrow.parquet.ParquetFile` for ``key``: a local file in place, any other
         object spooled to a temporary file first (parquet needs to seek; stores have no ranged reads)."""
+        with self.open_parquet_raw(key) as (pf, _):
+            yield pf
+
+    @contextmanager
+    def open_parquet_raw(self, key: str) -> Iterator[tuple[pq.ParquetFile, BinaryIO]]:
+        """:meth:`open_parquet`, with the file's bytes open beside it (a refresh copies column chunks
+        from them as they are: ``export/splice.py``)."""
         path = self.local_path(key)
         if path is not None:
-            with pq.ParquetFile(path) as pf:
-                yield pf
+            with open(path, "rb") as raw, pq.ParquetFile(path) as pf:
+                yield pf, raw
             return
         with tempfile.TemporaryFile() as tmp:
             with self.open(key) as src:
                 shutil.copyfileobj(src, tmp, 4 << 20)
             tmp.seek(0)
             with pq.ParquetFile(tmp) as pf:
-                yield pf
+                yield pf, tmp
 
     def local_path(self, key: str) -> Path | None:
         """The file behind ``key`` if the store is a local directory, else None."""
