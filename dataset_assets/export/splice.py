@@ -12,11 +12,11 @@ laid out as Arrow's writer lays out its own: ``PAR1``, each row group's column c
 every column index, every offset index, the footer; so a file spliced from chunks that Arrow
 wrote is the file Arrow would have written (a test checks it byte for byte).
 
-The footer is Thrift's compact protocol (``parquet.thrift``); :class:`_Struct` reads and writes
-it generically, keeping every field it does not change, so fields this module does not know
-(statistics, size statistics, encodings) pass through untouched. What changes is where things
-are: a column chunk's page offsets, its row group's offset and sizes, the page locations of its
-offset index.
+The footer is Thrift's compact protocol (``parquet.thrift``): :class:`_Reader` parses only the
+structs that hold what moves (a column chunk's page offsets, its row group's offset and sizes,
+the page locations of its offset index) and keeps everything else as the bytes it read, which
+:class:`_Writer` writes again as they are; so fields this module does not know (statistics,
+size statistics, encodings, the schema) pass through untouched.
 """
 
 from __future__ import annotations
@@ -149,11 +149,6 @@ class _List:
     items: list
 
 
-@dataclass
-class _Map:
-    kv: int
-    items: list
-
 
 class _Struct:
     """A Thrift struct as read: its fields in order, ``[id, type, value]``."""
@@ -222,13 +217,6 @@ class _Writer:
                 self.varint(n)
             for x in v.items:
                 self.value(v.etype, x)
-        elif t == _MAP:
-            self.varint(len(v.items))
-            if v.items:
-                self.out.append(v.kv)
-            for k, x in v.items:
-                self.value(v.kv >> 4, k)
-                self.value(v.kv & 0x0F, x)
         elif t == _STRUCT:
             self.struct(v)
         else:
@@ -269,6 +257,7 @@ _FM_NUM_ROWS, _FM_ROW_GROUPS = 3, 4
 _RG_COLUMNS, _RG_TOTAL_BYTE_SIZE, _RG_NUM_ROWS, _RG_FILE_OFFSET, _RG_TOTAL_COMPRESSED, _RG_ORDINAL = 1, 2, 3, 5, 6, 7
 # ColumnChunk
 _CC_FILE_OFFSET, _CC_META, _CC_OI_OFFSET, _CC_OI_LENGTH, _CC_CI_OFFSET, _CC_CI_LENGTH = 2, 3, 4, 5, 6, 7
+_CC_CRYPTO, _CC_ENCRYPTED_META = 8, 9
 # ColumnMetaData
 _CM_UNCOMPRESSED, _CM_COMPRESSED, _CM_DATA_PAGE, _CM_INDEX_PAGE, _CM_DICT_PAGE, _CM_BLOOM = 6, 7, 9, 10, 11, 14
 # OffsetIndex / PageLocation
@@ -315,19 +304,30 @@ class Source:
         return data
 
     def chunk(self, rg: int, col: int) -> "_Chunk":
-        cc = self.row_groups[rg].get(_RG_COLUMNS).items[col]
-        md = cc.get(_CC_META)
-        if md is None or cc.get(8) is not None or cc.get(9) is not None or md.get(_CM_BLOOM) is not None:
-            raise ValueError("column chunks that are encrypted or have bloom filters are not spliced")
-        dict_at = md.get(_CM_DICT_PAGE)
-        start = dict_at if dict_at is not None and dict_at > 0 else md.get(_CM_DATA_PAGE)
-        ci = None
-        if cc.get(_CC_CI_OFFSET) is not None:
-            ci = self.read(cc.get(_CC_CI_OFFSET), cc.get(_CC_CI_LENGTH))
-        oi = None
-        if cc.get(_CC_OI_OFFSET) is not None:
-            oi = decode(self.read(cc.get(_CC_OI_OFFSET), cc.get(_CC_OI_LENGTH)), _OFFSET_INDEX)
-        return _Chunk(self, cc, start, md.get(_CM_COMPRESSED), ci, oi)
+        """Column ``col`` of row group ``rg``: where its pages are, its page index entries (ValueError
+        when the footer does not hold them as Arrow's writer writes them)."""
+        try:
+            cc = self.row_groups[rg].get(_RG_COLUMNS).items[col]
+            md = cc.get(_CC_META)
+            if md is None or cc.get(_CC_CRYPTO) is not None or cc.get(_CC_ENCRYPTED_META) is not None \
+                    or md.get(_CM_BLOOM) is not None:
+                raise ValueError("column chunks that are encrypted or have bloom filters are not spliced")
+            dict_at = md.get(_CM_DICT_PAGE)
+            start = dict_at if dict_at is not None and dict_at > 0 else md.get(_CM_DATA_PAGE)
+            length = md.get(_CM_COMPRESSED)
+            if not isinstance(start, int) or not isinstance(length, int) or not isinstance(md.get(_CM_UNCOMPRESSED), int):
+                raise ValueError("a column chunk's footer entry has no offset or size")
+            ci = None
+            if cc.get(_CC_CI_OFFSET) is not None:
+                ci = self.read(cc.get(_CC_CI_OFFSET), cc.get(_CC_CI_LENGTH))
+            oi = None
+            if cc.get(_CC_OI_OFFSET) is not None:
+                oi = decode(self.read(cc.get(_CC_OI_OFFSET), cc.get(_CC_OI_LENGTH)), _OFFSET_INDEX)
+                if not isinstance(oi.get(_OI_PAGES), _List):
+                    raise ValueError("an offset index holds no page locations")
+        except (IndexError, AttributeError, TypeError):
+            raise ValueError("its footer does not describe its column chunks") from None
+        return _Chunk(self, cc, start, length, ci, oi)
 
 
 @dataclass
