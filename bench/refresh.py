@@ -54,6 +54,7 @@ TABLE = "image"
 COPY_DB = "bench_refresh"
 DEFAULT_ROWS = 1_000_000
 D1, D2 = "2026-01-01", "2026-01-02"
+ROUNDS_FROM = "2025-10-01"  # --append-rounds: the first export, then one refresh a day (at most ~90 rounds before D2)
 SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6a", "S6b", "S7")
 TARGET_SHARDS = 100                      # production proportions: about 100 shards per table
 VOLATILE = bench.VOLATILE
@@ -539,8 +540,15 @@ def run_scenario(name: str, server: str, template: str, cfg: Path, args, cpu: Se
     work = Path(tempfile.mkdtemp(prefix=f"refresh-{name}-", dir=bench.WORK_DIR))
     try:
         store_a, store_b = LocalStore(work / "A"), LocalStore(work / "B")
-        base = run_export(uri, D1, store_a, args.workers, cpu, args.verbose)
+        base = run_export(uri, D1 if not args.append_rounds else ROUNDS_FROM, store_a, args.workers, cpu, args.verbose)
         log(fmt_export("base", base))
+        for j in range(args.append_rounds):  # steady state: the tails fill with each day's appended rows
+            what = change(uri, "S1")
+            settle_after_change(uri)
+            day = run_export(uri, (dt.date.fromisoformat(ROUNDS_FROM) + dt.timedelta(days=j + 1)).isoformat(),
+                             store_a, args.workers, cpu, args.verbose)
+            log(fmt_export(f"round {j + 1}", day) + f"  ({what['what']})")
+            base["paths"] = day["paths"]  # the previous release, for the Xet comparison
         t0 = time.perf_counter()
         what = change(uri, name)
         change_s = time.perf_counter() - t0
@@ -673,6 +681,10 @@ def parse_args(argv=None):
     p.add_argument("--verbose", action="store_true", help="print the engine's log lines")
     p.add_argument("--row-group-mib", type=int, help="row groups of every export, in MiB of Arrow data "
                                                       "(default: the engine's, ParquetOptions.row_group_bytes)")
+    p.add_argument("--append-rounds", type=int, default=0, metavar="K",
+                   help="before each scenario's change, K rounds of S1's 1 %% append, each refreshed (dates before "
+                        "the scenario's), so the previous release is a refresh whose tails hold rows, as in steady "
+                        "state (default 0: the previous release is a first export)")
     p.add_argument("--keep", action="store_true", help="keep each scenario's stores (previous release, full export, "
                                                         "refresh) under .local/bench-tmp/ for inspection")
     args = p.parse_args(argv)
@@ -762,6 +774,7 @@ def main(argv=None) -> int:
     heading = (f"Refresh benchmark {when}: {rows:,} {TABLE} rows, layout {args.layout}"
                + (f" (shard_bytes {shard_bytes:,})" if shard_bytes else "")
                + (f", row groups of {args.row_group_mib} MiB" if args.row_group_mib else "")
+               + (f", after {args.append_rounds} rounds of 1 % appends, each refreshed" if args.append_rounds else "")
                + f", {args.workers} workers; machine {info['nproc']} cores, {info['memory_gib']} GiB RAM"
                + (f" ({info['cpu_model']})" if info["cpu_model"] else "") + f"; shared_buffers {shared_buffers}")
     first_exports = [r["base"]["wall_s"] for r in results if "error" not in r]
@@ -788,6 +801,7 @@ def main(argv=None) -> int:
 
     out = {"kind": "refresh", "date": started.isoformat(timespec="seconds"), "machine": info, "rows": rows,
            "template_database": template, "layout": args.layout, "shard_bytes": shard_bytes, "workers": args.workers,
+           "append_rounds": args.append_rounds,
            "dates": [D1, D2], "shared_buffers": shared_buffers, "tables_yaml": Path(cfg).read_text(),
            "baseline_full_chunks": baseline if args.baseline_full else None, "size_estimate_bytes": estimate,
            "scenarios": results}
