@@ -15,6 +15,8 @@ Applying it to the previous release's files rebuilds the new release's files exa
             place, then this file's other upserted rows appended in feed order
         a file the previous release did not have          -> this file's feed rows, in feed order
       written with the manifest's writer settings in the recorded row groups; its sha256 checked
+      (a changed file the feed appends no row to is spliced from the previous one as the refresh
+      spliced it: ``refresh.splice_groups``, ``refresh.write_spliced``)
     the root hash over the files == the new manifest's root hash
 
 so a consumer who follows the feed downloads what changed, not the table, and can prove the
