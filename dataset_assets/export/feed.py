@@ -31,6 +31,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,28 +111,22 @@ def apply_changes(previous: Path, new_manifest: Path, feed_dir: Path, out: Path)
         else:
             mine = upserts.filter(pl.col(FILE) == f.path)
             elsewhere = upserts.filter(pl.col(FILE) != f.path).get_column(key)
-            if before is not None and _rebuilt_in_place(previous / f.path, target, feed, mine, deleted, elsewhere, key,
+            if before is None or not _rebuilt_in_place(previous / f.path, target, feed, mine, deleted, elsewhere, key,
                                                         schema, options, dictionary, statistics):
-                report.files_rebuilt += 1
-                report.rows += f.rows
-                got = sha256_file(target)
-                if got != f.sha256:
-                    report.problems.append(f"{f.path}: rebuilt with sha256 {got}, the manifest says {f.sha256}")
-                continue
-            rows = _rebuild(previous / f.path if before is not None else None, feed, mine, deleted, elsewhere, key, schema)
-            sizes = groups.get(f.path)
-            if not sizes or sum(sizes) != rows.num_rows:
-                report.problems.append(f"{f.path}: the feed gives {rows.num_rows} rows, the manifest {f.rows}")
-                continue
-            w = open_writer(target, schema, options, dictionary, statistics)
-            try:
-                start = 0
-                for n in sizes:
-                    piece = rows.slice(start, n)
-                    w.write_table(piece, row_group_size=n)
-                    start += n
-            finally:
-                w.close()
+                rows = _rebuild(previous / f.path if before is not None else None, feed, mine, deleted, elsewhere, key, schema)
+                sizes = groups.get(f.path)
+                if not sizes or sum(sizes) != rows.num_rows:
+                    report.problems.append(f"{f.path}: the feed gives {rows.num_rows} rows, the manifest {f.rows}")
+                    continue
+                w = open_writer(target, schema, options, dictionary, statistics)
+                try:
+                    start = 0
+                    for n in sizes:
+                        piece = rows.slice(start, n)
+                        w.write_table(piece, row_group_size=n)
+                        start += n
+                finally:
+                    w.close()
             report.files_rebuilt += 1
         report.rows += f.rows
         got = sha256_file(target)
@@ -151,23 +146,27 @@ def _rebuilt_in_place(before: Path, target: Path, feed: pa.Table, mine: pl.DataF
                       elsewhere: pl.Series, key: str, schema: pa.Schema, options, dictionary, statistics) -> bool:
     """A changed file that keeps its rows where they were (the feed appends none to it: its rows
     are updated in place or leave) rebuilt as the refresh wrote it: spliced from the previous file
-    (``refresh.splice_groups``, ``refresh.write_spliced``), only the changed columns encoded. False
+    (``refresh.splice_groups``, ``refresh.write_spliced``), each row group with its own updated
+    rows, only the changed columns encoded, a row group without changes copied undecoded. False
     (nothing written) when the file gains rows or the previous one is not in ``schema``."""
-    from dataset_assets.export.refresh import splice_groups, write_spliced  # the engine's own; heavy to import
+    from dataset_assets.export.refresh import row_group_of, splice_groups, write_spliced  # the engine's own; heavy to import
 
     with open(before, "rb") as raw, pq.ParquetFile(before) as pf:
         if not pf.schema_arrow.equals(schema):
             return False
         new_rows = feed.take(pa.array(mine.get_column("row").to_numpy())).select(schema.names).cast(schema) \
             if mine.height else schema.empty_table()
-        upd_keys = pl.from_arrow(new_rows.column(key)) if new_rows.num_rows else pl.Series(key, [], dtype=pl.String)
-        old_keys = pl.from_arrow(pf.read(columns=[key]).column(key))
-        if len(upd_keys) and not upd_keys.cast(old_keys.dtype).is_in(old_keys.implode()).all():
-            return False
-        out_keys = pl.concat([deleted, elsewhere]).cast(old_keys.dtype)
-        upd_keys = upd_keys.cast(old_keys.dtype)
-        groups = splice_groups(pf, key, out_keys, lambda _i: (new_rows if len(upd_keys) else None, upd_keys), schema)
-        write_spliced(target, raw, groups, schema, dictionary, statistics, options)
+        in_group = row_group_of(pf, key, new_rows.column(key))  # each updated row's row group
+        if (in_group < 0).any():
+            return False  # rows appended: rebuilt from the rows (_rebuild)
+        keys = pl.from_arrow(new_rows.column(key))
+
+        def updates_of(i: int) -> tuple[pa.Table | None, pl.Series]:
+            rows = np.flatnonzero(in_group == i)
+            return (new_rows.take(pa.array(rows)), keys.gather(rows)) if len(rows) else (None, keys.clear())
+
+        out_keys = pl.concat([deleted, elsewhere]).cast(keys.dtype)
+        write_spliced(target, raw, splice_groups(pf, key, out_keys, updates_of, schema), schema, dictionary, statistics, options)
     return True
 
 

@@ -70,10 +70,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -675,6 +675,12 @@ SMALL_CHUNK_BYTES = 1 << 20  # chunks smaller than this on average are combined 
 ROW_GROUP_SLACK = 1.5
 
 
+def _groups(nbytes: int, options: ParquetOptions) -> int:
+    """The row groups a part of ``nbytes`` is written as: one up to ROW_GROUP_SLACK row groups'
+    bytes, else as many as its bytes fill."""
+    return 1 if nbytes <= ROW_GROUP_SLACK * options.row_group_bytes else -(-nbytes // options.row_group_bytes)
+
+
 def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) -> int:
     """``part`` as the next row group of ``w``, or as the next equal row groups when it is over
     ROW_GROUP_SLACK row groups' bytes; its rows."""
@@ -686,9 +692,7 @@ def _write_part(w: pq.ParquetWriter, part: pa.Table, options: ParquetOptions) ->
     # on a spilled shard of 117 pieces took 6.6 ms where combining them took 5 (this 0.6)
     if part.get_total_buffer_size() < SMALL_CHUNK_BYTES * part.column(0).num_chunks:
         part = part.combine_chunks()
-    nbytes = part.nbytes
-    groups = 1 if nbytes <= ROW_GROUP_SLACK * options.row_group_bytes else -(-nbytes // options.row_group_bytes)
-    groups = min(groups, part.num_rows)
+    groups = min(_groups(part.nbytes, options), part.num_rows)
     for i in range(groups):
         start, end = part.num_rows * i // groups, part.num_rows * (i + 1) // groups
         piece = part.slice(start, end - start)
@@ -745,9 +749,7 @@ def splice_groups(pf: pq.ParquetFile, key: str, out_keys: pl.Series,
             if held is None or not pc.any(pc.is_in(held, value_set=gone.cast(held.type))).as_py():
                 yield i, None, None
                 continue
-        t = pf.read_row_group(i).select(schema.names)
-        t = t if t.schema.equals(schema, check_metadata=True) else t.cast(schema)
-        g, changed = _apply_columns(t, key, out_keys, keys, new)
+        g, changed = _apply_columns(_in_schema(pf.read_row_group(i), schema), key, out_keys, keys, new)
         if g.num_rows:
             yield i, g, changed
 
@@ -792,7 +794,7 @@ def write_spliced(path: Path, raw: BinaryIO, groups: Iterable[Spliced], schema: 
             for i, rows, changed in groups:
                 if rows is None or changed == []:  # as it was
                     w.add(src.rows(i), src.chunks(i))
-                elif changed is None or rows.nbytes > ROW_GROUP_SLACK * options.row_group_bytes:
+                elif changed is None or _groups(rows.nbytes, options) > 1:
                     new = encoded(rows.combine_chunks(), True)
                     for j in range(len(new.row_groups)):
                         w.add(new.rows(j), new.chunks(j))
@@ -801,7 +803,6 @@ def write_spliced(path: Path, raw: BinaryIO, groups: Iterable[Spliced], schema: 
                     w.add(rows.num_rows, [new.chunk(0, changed.index(c)) if c in changed else src.chunk(i, c)
                                           for c in range(len(names))])
             w.close()
-            out.flush()
     except OSError as exc:
         raise disk_error(exc, path.parent) from None
     except ValueError as exc:  # the previous file is not what its footer says
@@ -906,10 +907,15 @@ class _Buffered:
 
 
 def _data(table: pa.Table, plan: TablePlan) -> pa.Table:
-    """The table's columns, in the release's schema (a cast walks every chunk: 0.6 ms on a spilled
+    """The table's columns, in the release's schema."""
+    return _in_schema(table, plan.schema.arrow)
+
+
+def _in_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The table's columns of ``schema``, in it (a cast walks every chunk: 0.6 ms on a spilled
     shard, skipped when the schema is already that one)."""
-    table = table.select(plan.schema.names)
-    return table if table.schema.equals(plan.schema.arrow, check_metadata=True) else table.cast(plan.schema.arrow)
+    table = table.select(schema.names)
+    return table if table.schema.equals(schema, check_metadata=True) else table.cast(schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1369,7 +1375,9 @@ def _key_list(cur, sql: str) -> pl.Series:
 
 
 def _refresh(shared, plan, store, staging, options, progress, log, key, hash_columns, basis,
-             base_date, m: Manifest, index: "pl.DataFrame | Background", previous, why, count=None) -> ClusteredResult:
+             base_date, m: Manifest, loading: Background, previous, why, count=None) -> ClusteredResult:
+    """A refresh of release ``base_date`` (manifest ``m``), its row index read by ``loading``
+    (export_clustered reads it while the candidates' scan runs: its result, or _UnusableIndex)."""
     cfg = plan.config
     table = plan.info.name
     old_layout = m.layout
@@ -1398,8 +1406,7 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
     # every index row by key hash, sorted once (the read's lookups, the classification, the feed's
     # insert/update), while Postgres scans for the first candidates (0.2 s at 1M rows; S1's first
     # candidates came after 0.3 s)
-    loading = index if isinstance(index, Background) else None  # being read (export_clustered): its result, or _UnusableIndex
-    lookup = Background(lambda: _Known(loading.result() if loading is not None else index, key))
+    lookup = Background(lambda: _Known(loading.result(), key))
     # every row is read (mode content): count(*) with the filters as well, as a first export does
     counting = count() if previous is None and count is not None else None
     stages = _Stages()
@@ -1462,8 +1469,9 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
         if problem is not None:
             log(f"{table}: comparing every row with {base_date}: {problem}")
             shutil.rmtree(staging / "_spill", ignore_errors=True)
+            read_index = Background(lambda: index, inline=True)
             return _refresh(shared, plan, store, staging, options, progress, log, key, hash_columns, basis,
-                            base_date, m, index, None, problem, count)
+                            base_date, m, read_index, None, problem, count)
     else:
         # every row was read: whatever the index holds and the read did not is deleted
         deleted_keys = index.select(key).join(cand.select(key), on=key, how="anti").get_column(key)
@@ -1672,19 +1680,26 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
                 merged_in.setdefault(merge_into[sid], []).append((pos_of[sid], path))
             new_shards[sid], new_entries[sid], feeds[sid] = [], [], shard_feed(sid, feed)
             return
-        # the main file's rows after the change, from the index (the rows leaving it); it is read
-        # only to be rewritten, a row group at a time. A tail holds at most ~1/TAIL_SHARE of a
-        # shard and is read whole.
-        main_rows = old_files[main_path].rows - (int((~rem.get_column("p_tail")).sum()) if main_changed else 0)
-        tail_groups = (list(applied(tail_path)) if tail_changed else None) if tail_path else []
-        tail_new = (tail_groups or []) + ins_part if tail_changed else None
-        tail_rows = sum(g.num_rows for g in tail_new) if tail_new is not None else (old_files[tail_path].rows if tail_path else 0)
+        # the main file's and the tail's rows after the change, from the index (the rows leaving
+        # them) and the rows new to the tail: each file is read only to be rewritten, the main file
+        # a row group at a time; a tail holds at most ~1/TAIL_SHARE of a shard and is read whole
+        # (once: a tail spliced in place was read a first time only to be counted). The count
+        # check of every export compares the shards' rows with the row index's.
+        main_rows = old_files[main_path].rows - int((~rem.get_column("p_tail")).sum())
+        tail_rows = (old_files[tail_path].rows if tail_path else 0) - int(rem.get_column("p_tail").sum()) \
+            + sum(t.num_rows for t in ins_part)
         if main_rows + tail_rows == 0:
             new_shards[sid], new_entries[sid], feeds[sid] = [], [], shard_feed(sid, feed)
             return
         fold = tail_rows > 0 and (tail_rows * TAIL_SHARE > main_rows)
-        if fold and tail_new is None:
-            tail_new = list(applied(tail_path))
+        tail_read: list[list[pa.Table]] = []
+
+        def tail_new() -> list[pa.Table]:
+            """The tail's rows after the change, then the rows new to it (read once)."""
+            if not tail_read:
+                tail_read.append((list(applied(tail_path)) if tail_path else []) + ins_part)
+            return tail_read[0]
+
         rewritten = main_changed or fold   # else the main file stays as it is
         pieces: list[tuple[dict, FileEntry]] = []
         reused: list[FileEntry] = []
@@ -1693,15 +1708,13 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             # they were, in full row groups again, streamed: held whole and sorted, a 107 MB shard's
             # compaction peaked at 2.3 GB and sent all of it to Xet; streamed, 0.7 GB and 9.9 MB
             # (bench/README.md; the order within a shard buys nothing, it holds one key range)
-            if tail_new is None and tail_path:
-                tail_new = list(applied(tail_path))
             sid_new = fresh_id()
             shard = {"id": sid_new, "lower": s["lower"], "path": shard_file(sid_new)}
-            rows_in = _regrouped(itertools.chain(applied(main_path), tail_new or []), options.parquet.row_group_bytes)
+            rows_in = _regrouped(itertools.chain(applied(main_path), tail_new()), options.parquet.row_group_bytes)
             pieces = [(shard, _write(staging / shard["path"], rows_in, plan, options.parquet))]
             folded.add(sid)
         elif fold:
-            appended = pa.concat_tables(tail_new)
+            appended = pa.concat_tables(tail_new())
             shard = {"id": sid, "lower": s["lower"], "path": main_path}
             pieces = [(shard, _write(staging / main_path, itertools.chain(applied(main_path), [appended]), plan, options.parquet))]
             feed += in_place(main_path, False)
@@ -1718,16 +1731,16 @@ def _refresh(shared, plan, store, staging, options, progress, log, key, hash_col
             else:
                 f = old_files[main_path]
                 reused.append(f.reused_in(base_date, sid))
-            if tail_new is not None and sum(g.num_rows for g in tail_new):
+            if tail_changed and tail_rows:
                 shard["tail"] = tail_path or tail_file(sid)
                 # a tail that only lost or updated rows is rewritten as a main file is (and as the
                 # change feed's replay rewrites any file that keeps its rows in place)
                 pieces.append((shard, write_in_place(tail_path) if tail_path and not ins_part else
-                               _write(staging / shard["tail"], tail_new, plan, options.parquet)))
+                               _write(staging / shard["tail"], tail_new(), plan, options.parquet)))
                 feed += in_place(shard["tail"], True)
                 for part, ops in zip(ins_part, ins_ops):
                     feed.append(_change_rows(part, ops, shard["tail"], plan))
-            elif tail_new is None and tail_path:
+            elif not tail_changed and tail_path:
                 shard["tail"] = tail_path
                 f = old_files[tail_path]
                 reused.append(f.reused_in(base_date, sid))
@@ -1932,15 +1945,21 @@ def _row_group_sizes(path: Path) -> list[int]:
     return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
 
 
-def _row_groups_of(pf: pq.ParquetFile, key: str, keys: pl.Series, name: str) -> np.ndarray:
-    """The row group of ``pf`` that holds each of ``keys`` (its key column read a row group at a time)."""
-    if pf.num_row_groups == 1:  # where the row index places them, as for a file of several row groups
-        return np.zeros(len(keys), dtype=np.int64)
+def row_group_of(pf: pq.ParquetFile, key: str, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The row group of ``pf`` that holds each of ``keys``, -1 where none does (its key column read
+    a row group at a time)."""
     out = np.full(len(keys), -1, dtype=np.int64)
-    want = keys.to_arrow()
     for i in range(pf.num_row_groups):
         held = pf.read_row_group(i, columns=[key]).column(key)
-        out[pc.is_in(want.cast(held.type), value_set=held).to_numpy(zero_copy_only=False)] = i
+        out[pc.is_in(keys.cast(held.type), value_set=held).to_numpy(zero_copy_only=False)] = i
+    return out
+
+
+def _row_groups_of(pf: pq.ParquetFile, key: str, keys: pl.Series, name: str) -> np.ndarray:
+    """The row group of ``pf`` that holds each of ``keys``, which the row index places there."""
+    if pf.num_row_groups == 1:  # where the row index places them, as for a file of several row groups
+        return np.zeros(len(keys), dtype=np.int64)
+    out = row_group_of(pf, key, keys.to_arrow())
     if (out < 0).any():
         raise UserError(f"the row index places {int((out < 0).sum())} changed rows in {name}, which does not hold them; "
                         f"nothing was committed to the store, rerun the export with --full.")

@@ -405,11 +405,9 @@ class Writer:
                     out.write(data)
                     self.pos += len(data)
         meta = self.template.meta.shallow()
-        proto = self.template.row_groups[0] if self.template.row_groups else _Struct(
-            [[_RG_COLUMNS, _LIST, _List(_STRUCT, [])], [_RG_TOTAL_BYTE_SIZE, _I64, 0], [_RG_NUM_ROWS, _I64, 0]])
         rgs = []
         for ordinal, (rows, first, unc, comp, ccs) in enumerate(self.groups):
-            rg = proto.shallow()
+            rg = self.template.row_groups[0].shallow()  # (its row groups are what is spliced: it has one)
             rg.set(_RG_COLUMNS, _List(_STRUCT, [cc for cc, _, _ in ccs]))
             rg.set(_RG_TOTAL_BYTE_SIZE, unc)
             rg.set(_RG_NUM_ROWS, rows)
